@@ -1,0 +1,89 @@
+"""Profiles and paths.
+
+A *profile* (``synthetic``, ``sample``, ``paper``) fixes which data a run uses
+and how much compute each notebook spends (epochs, sizes). Profiles live in
+``reprolib/profiles/<name>.yml``; paths come from arguments or environment
+variables, with defaults relative to the project root.
+
+Environment variables
+---------------------
+``REPRO_DATA_DIR``    verified download cache (default ``$XDG_CACHE_HOME/covid-repro``)
+``REPRO_DATA_MIRROR`` local mirror laid out as ``<host>/<path>`` of each URL (optional)
+``REPRO_WORK_DIR``    intermediate artefacts (default ``<root>/.repro``)
+``REPRO_RESULTS_DIR`` glued values as JSON (default ``<root>/results``)
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError  # re-exported for callers
+
+PROFILES = ("synthetic", "sample", "paper")
+DEFAULT_PROFILE = "sample"
+
+
+def project_root() -> Path:
+    """The repository root: ``$REPRO_ROOT`` or the parent of the package."""
+    env = os.environ.get("REPRO_ROOT")
+    return Path(env).resolve() if env else Path(__file__).resolve().parent.parent
+
+
+def check_profile(name: str) -> str:
+    """Return ``name`` if it is a known profile, else raise :class:`ConfigError`."""
+    if name not in PROFILES:
+        raise ConfigError(None, f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return name
+
+
+@lru_cache(maxsize=None)
+def _load_profile_cached(name: str) -> dict[str, Any]:
+    ref = resources.files("reprolib") / "profiles" / f"{name}.yml"
+    try:
+        data = yaml.safe_load(ref.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(ref), f"invalid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(str(ref), "a profile must be a mapping of section -> settings")
+    if data.get("profile") != name:
+        raise ConfigError(str(ref), f"field 'profile' must be {name!r}, got {data.get('profile')!r}")
+    return data
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """Load the settings of profile ``name`` (a fresh copy, safe to modify)."""
+    import copy
+
+    return copy.deepcopy(_load_profile_cached(check_profile(name)))
+
+
+def _env_path(var: str, default: Path) -> Path:
+    value = os.environ.get(var)
+    return Path(value).expanduser().resolve() if value else default
+
+
+def data_dir() -> Path:
+    """Verified download cache (``$REPRO_DATA_DIR``)."""
+    xdg = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return _env_path("REPRO_DATA_DIR", xdg / "covid-repro")
+
+
+def mirror_dir() -> Path | None:
+    """Local mirror (``$REPRO_DATA_MIRROR``) or ``None`` when unset."""
+    value = os.environ.get("REPRO_DATA_MIRROR")
+    return Path(value).expanduser().resolve() if value else None
+
+
+def work_dir(profile: str) -> Path:
+    """Intermediate artefacts of a profile (preprocessed volumes, checkpoints)."""
+    return _env_path("REPRO_WORK_DIR", project_root() / ".repro") / check_profile(profile) / "work"
+
+
+def results_dir(profile: str) -> Path:
+    """Where each notebook's glued values are written as JSON."""
+    return _env_path("REPRO_RESULTS_DIR", project_root() / "results") / check_profile(profile)

@@ -1,0 +1,1228 @@
+"""Chest X-ray (CXR) classifier: data, transforms, ResNet-50, Grad-CAM, de-duplication, confounds.
+
+Re-implements the four-class classifier of Gueguim Kana et al. (2020), see
+``spec/cxr.md``: classes ``healthy``, ``pneumonia`` (bacterial / viral kept as a
+sub-label), ``covid19`` and ``not_certain`` (inputs that are not a frontal
+chest radiograph; this project uses CT slices).
+
+Sections
+--------
+1. Labels, records, patient-level split, image loading (:class:`CXRDataset`).
+2. Transforms: resize to 350 px + ImageNet normalisation, COVID-only contrast
+   augmentation (:class:`ClassTargetedContrast`), oversampling
+   (:func:`balance_by_augmentation`).
+3. Model: :func:`build_resnet50`, :func:`param_groups` (discriminative learning
+   rates), ImageNet weight resolver (:func:`resolve_imagenet_weights`,
+   :func:`weights_mode`). No function here touches the network.
+4. Training / inference helpers (:func:`train_epoch`, :func:`predict`).
+5. Perceptual-hash de-duplication (:func:`phash`, :func:`find_duplicates`,
+   :func:`deduplicate`).
+6. Confound audit (:func:`image_geometry_features`, :func:`confound_audit`).
+7. Grad-CAM (:func:`grad_cam`, :func:`overlay`).
+
+Per-class metrics and confidence intervals live in ``reprolib.evaluate``.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import random
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from . import config
+from .errors import (
+    ChecksumError,
+    ConfigError,
+    DataUnavailableError,
+    ImageError,
+    InputError,
+    ManifestError,
+)
+
+# --------------------------------------------------------------------------------------
+# 1. Labels, records, splits, loading
+# --------------------------------------------------------------------------------------
+
+CLASSES: tuple[str, ...] = ("healthy", "pneumonia", "covid19", "not_certain")
+CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
+
+#: mirror / manifest label -> (class, sub-label)
+MIRROR_LABELS: dict[str, tuple[str, str | None]] = {
+    "healthy": ("healthy", None),
+    "normal": ("healthy", None),
+    "pneumonia": ("pneumonia", None),
+    "pneumonia_bacterial": ("pneumonia", "bacterial"),
+    "pneumonia_viral": ("pneumonia", "viral"),
+    "covid19": ("covid19", None),
+    "not_certain": ("not_certain", None),
+}
+
+#: Datasets of the offline mirror used by the CXR classifier.
+CXR_DATASETS: tuple[str, ...] = ("kermany-224", "hannover-mhh", "ieee8023-covid-chestxray")
+#: Datasets whose images serve as the ``not_certain`` class (CT slices, not a CXR).
+NOT_CERTAIN_DATASETS: tuple[str, ...] = ("cc-ccii",)
+
+
+def label_from_mirror(label: str, *, source: str | os.PathLike | None = None) -> tuple[str, str | None]:
+    """Map a mirror label to ``(class, sub-label)``.
+
+    ``pneumonia_bacterial`` -> ``("pneumonia", "bacterial")``, ``pneumonia_viral`` ->
+    ``("pneumonia", "viral")``; ``healthy``/``covid19`` keep their name with sub-label
+    ``None``. ``source`` (a file or dataset name) only serves the error message.
+
+    Raises
+    ------
+    ManifestError
+        For a label that is not a chest X-ray class (e.g. ``cap`` or ``-``).
+    """
+    key = str(label).strip().lower()
+    try:
+        return MIRROR_LABELS[key]
+    except KeyError:
+        raise ManifestError(
+            source, f"unknown chest X-ray label {label!r}; expected one of {', '.join(MIRROR_LABELS)}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class CXRRecord:
+    """One image with its labels.
+
+    Attributes
+    ----------
+    path: image file.
+    label: one of :data:`CLASSES`.
+    sublabel: ``"bacterial"`` / ``"viral"`` for pneumonia, ``"ct_slice"`` for CT
+        slices used as ``not_certain``, else ``None``.
+    group: patient id as used by the source (unique within ``source`` only).
+    source: dataset name (e.g. ``kermany-224``).
+    split: ``train`` / ``val`` / ``test``, or ``-`` before :func:`patient_split`.
+    copy: 0 for the original; 1, 2, ... for oversampled copies
+        (:func:`balance_by_augmentation`).
+    """
+
+    path: Path
+    label: str
+    sublabel: str | None = None
+    group: str = "-"
+    source: str = "-"
+    split: str = "-"
+    copy: int = 0
+
+    def __post_init__(self) -> None:
+        if self.label not in CLASS_INDEX:
+            raise ConfigError(self.path, f"label {self.label!r} is not one of {', '.join(CLASSES)}")
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def patient(self) -> tuple[str, str]:
+        """Globally unique patient key ``(source, group)``."""
+        return (self.source, self.group)
+
+    @property
+    def target(self) -> int:
+        """Class index into :data:`CLASSES`."""
+        return CLASS_INDEX[self.label]
+
+
+def records_from_index(
+    index: str | os.PathLike | Iterable[Mapping[str, Any]],
+    root: str | os.PathLike,
+    *,
+    datasets: Sequence[str] = CXR_DATASETS,
+    not_certain: Sequence[str] = NOT_CERTAIN_DATASETS,
+) -> list[CXRRecord]:
+    """Build records from the mirror's ``index.tsv`` (or its rows as mappings).
+
+    Rows of ``datasets`` with role ``cxr_image`` are mapped with :func:`label_from_mirror`;
+    image rows (``ct_png``/``cxr_image``) of ``not_certain`` datasets become class
+    ``not_certain`` with sub-label ``ct_slice``. Paths are ``root / row["path"]``. The
+    source's own ``split`` column is ignored: use :func:`patient_split`.
+    """
+    if isinstance(index, (str, os.PathLike)):
+        with open(index, newline="", encoding="utf-8") as fh:
+            rows: Iterable[Mapping[str, Any]] = list(csv.DictReader(fh, delimiter="\t"))
+    elif hasattr(index, "to_dict"):  # a pandas DataFrame
+        rows = index.to_dict("records")  # type: ignore[union-attr]
+    else:
+        rows = index
+    root = Path(root)
+    out: list[CXRRecord] = []
+    for row in rows:
+        ds, role = str(row["dataset"]), str(row["role"])
+        if ds in datasets and role == "cxr_image":
+            label, sub = label_from_mirror(row["label"], source=row["path"])
+        elif ds in not_certain and role in ("ct_png", "cxr_image"):
+            label, sub = "not_certain", "ct_slice"
+        else:
+            continue
+        out.append(CXRRecord(root / str(row["path"]), label, sub, str(row["group"]), ds))
+    return out
+
+
+def patient_split(
+    records: Sequence[CXRRecord],
+    test_frac: float = 0.0,
+    val_frac: float = 0.25,
+    seed: int = 0,
+) -> list[CXRRecord]:
+    """Assign ``split`` (train/val/test) patient-disjointly, stratified by class.
+
+    Each patient ``(source, group)`` is put in the stratum of its most frequent class
+    (ties: earlier class in :data:`CLASSES`). Within a stratum patients are sorted,
+    permuted with ``numpy.random.default_rng(seed)``, and laid end to end by image count;
+    a patient whose image-count midpoint falls in the first ``test_frac`` of the stratum's
+    images goes to ``test``, the next ``val_frac`` to ``val``, the rest to ``train``. The
+    result depends only on the set of records and ``seed`` (not on input order).
+
+    The defaults (25 % validation, no test split) match the paper's 7,254 / 2,418 split.
+
+    Returns
+    -------
+    list[CXRRecord]
+        The records in input order with ``split`` set.
+    """
+    if not (0.0 <= test_frac and 0.0 <= val_frac and test_frac + val_frac <= 1.0):
+        raise ConfigError(None, f"need 0 <= test_frac, val_frac and test_frac + val_frac <= 1, got {test_frac}, {val_frac}")
+    per_patient: dict[tuple[str, str], list[int]] = {}
+    for rec in records:
+        counts = per_patient.setdefault(rec.patient, [0] * len(CLASSES))
+        counts[rec.target] += 1
+    strata: dict[int, list[tuple[str, str]]] = {}
+    for key in sorted(per_patient):
+        strata.setdefault(int(np.argmax(per_patient[key])), []).append(key)
+    rng = np.random.default_rng(seed)
+    assignment: dict[tuple[str, str], str] = {}
+    for cls in sorted(strata):
+        keys = strata[cls]
+        order = rng.permutation(len(keys))
+        sizes = np.array([sum(per_patient[keys[i]]) for i in order], dtype=float)
+        mid = np.cumsum(sizes) - sizes / 2.0
+        total = sizes.sum()
+        for i, m in zip(order, mid):
+            split = "test" if m < test_frac * total else "val" if m < (test_frac + val_frac) * total else "train"
+            assignment[keys[i]] = split
+    return [replace(rec, split=assignment[rec.patient]) for rec in records]
+
+
+def _to_8bit_gray(im: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit grayscale ``L``; 16-bit data are scaled, not clipped."""
+    if im.mode == "L":
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float32)
+        scale = 255.0 / 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 1.0
+        return Image.fromarray(np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8))
+    if im.mode == "F":
+        arr = np.asarray(im, dtype=np.float32)
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(arr.astype(np.uint8))
+    if im.mode in ("P", "PA") or "A" in im.mode:
+        im = im.convert("RGBA").convert("RGB")
+    return im.convert("L")
+
+
+def load_cxr(path: str | os.PathLike, *, max_pixels: int | None = None, channels: int = 3) -> Image.Image:
+    """Read an image as grayscale and replicate it to ``channels`` (3 -> ``RGB``, 1 -> ``L``).
+
+    Parameters
+    ----------
+    max_pixels:
+        Decompression-bomb guard in pixels (width x height), checked from the header
+        before decoding; default Pillow's ``Image.MAX_IMAGE_PIXELS`` (89,478,485).
+
+    Raises
+    ------
+    ImageError
+        Missing, unreadable, truncated or oversized file (message names the file).
+    """
+    path = Path(path)
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if limit is not None and w * h > limit:
+                    raise ImageError(path, f"{w}x{h} = {w * h} pixels exceeds the limit of {limit} "
+                                           "(decompression-bomb guard)")
+                im.load()
+                gray = _to_8bit_gray(im)
+                gray.load()
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(path, "file not found") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(path, f"image too large (decompression-bomb guard): {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(path, "not a readable image format") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(path, f"corrupt or truncated image: {exc}") from exc
+    if channels == 1:
+        return gray
+    if channels == 3:
+        return gray.convert("RGB")
+    raise ConfigError(None, f"channels must be 1 or 3, got {channels}")
+
+
+class CXRDataset(torch.utils.data.Dataset):
+    """Torch dataset of :class:`CXRRecord` -> ``(image, class index)``.
+
+    Images are read with :func:`load_cxr` (grayscale replicated to 3 channels, PIL
+    ``RGB``). ``augment(image, label)`` (e.g. :class:`ClassTargetedContrast`) is applied
+    first, with the class *name*; then ``transform(image)`` (e.g. :func:`build_transforms`).
+    Without a transform the PIL image is returned.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[CXRRecord],
+        transform: Callable[[Any], Any] | None = None,
+        augment: Callable[[Any, str], Any] | None = None,
+        *,
+        max_pixels: int | None = None,
+    ):
+        self.records = list(records)
+        self.transform = transform
+        self.augment = augment
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        rec = self.records[i]
+        img: Any = load_cxr(rec.path, max_pixels=self.max_pixels)
+        if self.augment is not None:
+            img = self.augment(img, rec.label)
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, rec.target
+
+    @property
+    def targets(self) -> np.ndarray:
+        """Class indices, int64 ``(N,)``."""
+        return np.array([r.target for r in self.records], dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------
+# 2. Transforms and class balance
+# --------------------------------------------------------------------------------------
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def build_transforms(
+    size: int = 350,
+    train: bool = False,
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Callable[[Any], torch.Tensor]:
+    """PIL/uint8 image -> float32 tensor ``(3, size, size)``, ImageNet-normalised.
+
+    ``ToImage`` -> ``Resize((size, size))`` (bilinear, antialiased) -> ``ToDtype(float32,
+    scale=True)`` (values / 255) -> ``Normalize(mean, std)``.
+
+    The resize is to a *square* ``size x size``, ignoring the aspect ratio: the paper
+    says only "resized to 350 px", and the mirrored Kermany copy is already squashed to
+    224 x 224 by its host, so squashing every source keeps them comparable (no padding
+    borders whose width would differ by source and act as a class cue). ``train`` is
+    accepted for symmetry but changes nothing: the paper uses no geometric augmentation
+    (no rotation/flip/shift/zoom); its only augmentation, the COVID-only contrast change,
+    needs the label and is :class:`ClassTargetedContrast`.
+    """
+    from torchvision.transforms import v2
+
+    del train  # same pipeline for training and evaluation (see docstring)
+    return v2.Compose([
+        v2.ToImage(),
+        v2.Resize((size, size), antialias=True),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=list(mean), std=list(std)),
+    ])
+
+
+class ClassTargetedContrast:
+    """Random contrast change applied only to images of ``target_class``.
+
+    With probability ``p`` a factor is drawn uniformly from ``factor`` and the image is
+    blended with its mean grey level (``torchvision.transforms.v2.functional.adjust_contrast``:
+    ``out = f * img + (1 - f) * mean``, clipped). Images of other classes are returned
+    unchanged (the same object) and draw no random numbers.
+
+    Parameters
+    ----------
+    generator:
+        ``torch.Generator`` for reproducible draws; default the global torch RNG (which a
+        ``DataLoader`` seeds per worker). With ``num_workers > 0`` leave it ``None``: each
+        worker would get a copy of the same generator and repeat the same draws.
+    """
+
+    def __init__(
+        self,
+        target_class: str = "covid19",
+        factor: tuple[float, float] = (0.5, 1.9),
+        p: float = 0.5,
+        generator: torch.Generator | None = None,
+    ):
+        if target_class not in CLASS_INDEX:
+            raise ConfigError(None, f"target_class {target_class!r} is not one of {', '.join(CLASSES)}")
+        if not (0.0 <= p <= 1.0) or not (0.0 <= factor[0] <= factor[1]):
+            raise ConfigError(None, f"need 0 <= p <= 1 and 0 <= factor[0] <= factor[1], got p={p}, factor={factor}")
+        self.target_class = target_class
+        self.factor = (float(factor[0]), float(factor[1]))
+        self.p = float(p)
+        self.generator = generator
+
+    def _is_target(self, label: str | int) -> bool:
+        if isinstance(label, (int, np.integer)) or torch.is_tensor(label):
+            return int(label) == CLASS_INDEX[self.target_class]
+        return label == self.target_class
+
+    def sample(self, label: str | int) -> float | None:
+        """Draw the decision for one image: a contrast factor, or ``None`` (untouched)."""
+        if not self._is_target(label):
+            return None
+        u = torch.rand(2, generator=self.generator)
+        if float(u[0]) >= self.p:
+            return None
+        lo, hi = self.factor
+        return lo + (hi - lo) * float(u[1])
+
+    def __call__(self, image: Any, label: str | int) -> Any:
+        f = self.sample(label)
+        if f is None:
+            return image
+        from torchvision.transforms.v2 import functional as F
+
+        return F.adjust_contrast(image, f)
+
+    def __repr__(self) -> str:
+        return f"ClassTargetedContrast(target_class={self.target_class!r}, factor={self.factor}, p={self.p})"
+
+
+def balance_by_augmentation(
+    records: Sequence[CXRRecord],
+    target: str = "covid19",
+    max_copies: int = 13,
+    *,
+    split: str | None = None,
+    seed: int = 0,
+) -> list[CXRRecord]:
+    """Oversample ``target`` towards the size of the largest other class.
+
+    The target class is repeated to ``min(max_copies * n_target, n_largest_other)``
+    images: every image appears ``k`` or ``k + 1`` times (``copy`` = 0 for the original,
+    1, 2, ... for repeats; which images get the extra repeat is drawn with ``seed``).
+    Combined with :class:`ClassTargetedContrast` in the dataset, each appearance is
+    contrast-augmented with probability 0.5, as in the paper (161 COVID images x 13 =
+    2,093). ``max_copies`` counts appearances including the original.
+
+    Parameters
+    ----------
+    split:
+        Balance only records with this ``split`` (e.g. ``"train"``); others are passed
+        through unchanged. ``None``: all records.
+
+    Returns
+    -------
+    list[CXRRecord]
+        Input records in order, followed by the added copies.
+    """
+    if max_copies < 1:
+        raise ConfigError(None, f"max_copies must be >= 1, got {max_copies}")
+    pool = [r for r in records if split is None or r.split == split]
+    tgt = sorted((r for r in pool if r.label == target and r.copy == 0), key=lambda r: (str(r.path), r.patient))
+    others: dict[str, int] = {}
+    for r in pool:
+        if r.label != target:
+            others[r.label] = others.get(r.label, 0) + 1
+    if not tgt or not others:
+        return list(records)
+    goal = min(max_copies * len(tgt), max(max(others.values()), len(tgt)))
+    base, extra = divmod(goal, len(tgt))
+    lucky = set(np.random.default_rng(seed).permutation(len(tgt))[:extra].tolist())
+    added = [
+        replace(rec, copy=c)
+        for i, rec in enumerate(tgt)
+        for c in range(1, base + (1 if i in lucky else 0))
+    ]
+    return list(records) + added
+
+
+# --------------------------------------------------------------------------------------
+# 3. Model and weights
+# --------------------------------------------------------------------------------------
+
+#: Module names of torchvision's ResNet-50 by depth; ``stem`` = conv1 + bn1.
+RESNET_STAGES: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4", "fc")
+
+IMAGENET_SHA256 = "0676ba61b6795bbe1773cffd859882e5e297624d384b6993f7c9e683e722fb8a"
+
+
+def imagenet_weights_url() -> str:
+    """URL of torchvision's ``ResNet50_Weights.IMAGENET1K_V1`` (no network access)."""
+    from torchvision.models import ResNet50_Weights
+
+    return ResNet50_Weights.IMAGENET1K_V1.url
+
+
+def _stage_modules(model: nn.Module, stage: str) -> list[nn.Module]:
+    if stage == "stem":
+        return [model.conv1, model.bn1]
+    return [getattr(model, stage)]
+
+
+def _stage_params(model: nn.Module, stage: str) -> list[nn.Parameter]:
+    return [p for m in _stage_modules(model, stage) for p in m.parameters()]
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in ``chunk``-byte blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_sha256(path: str | os.PathLike, expected: str) -> Path:
+    """Return ``path`` if its SHA-256 is ``expected``, else raise :class:`ChecksumError`."""
+    actual = sha256_file(path)
+    if actual.lower() != expected.lower():
+        raise ChecksumError(path, expected.lower(), actual)
+    return Path(path)
+
+
+def weight_search_paths(
+    cache_dirs: Sequence[str | os.PathLike] | None = None,
+    mirror: str | os.PathLike | None = None,
+    url: str | None = None,
+) -> list[Path]:
+    """Candidate locations of the ImageNet checkpoint, in search order.
+
+    Default ``cache_dirs``: ``torch.hub.get_dir()/checkpoints`` (where torchvision caches
+    it) and ``$REPRO_DATA_DIR`` (:func:`reprolib.config.data_dir`). In each cache dir the
+    file is looked for as ``<dir>/<filename>`` and ``<dir>/<host>/<url path>``; in the
+    mirror (default ``$REPRO_DATA_MIRROR``) as ``<mirror>/<host>/<url path>``.
+    """
+    url = url or imagenet_weights_url()
+    parts = urlsplit(url)
+    rel = Path(parts.netloc, *unquote(parts.path).lstrip("/").split("/"))
+    if cache_dirs is None:
+        cache_dirs = [Path(torch.hub.get_dir()) / "checkpoints", config.data_dir()]
+    if mirror is None:
+        mirror = config.mirror_dir()
+    out: list[Path] = []
+    for d in cache_dirs:
+        out += [Path(d) / rel.name, Path(d) / rel]
+    if mirror is not None:
+        out.append(Path(mirror) / rel)
+    return out
+
+
+def resolve_imagenet_weights(
+    cache_dirs: Sequence[str | os.PathLike] | None = None,
+    mirror: str | os.PathLike | None = None,
+    expected_sha256: str = IMAGENET_SHA256,
+    *,
+    url: str | None = None,
+) -> Path:
+    """Find and verify ``resnet50-0676ba61.pth`` locally; never downloads.
+
+    Searches :func:`weight_search_paths` in order; the first existing file must match
+    ``expected_sha256``.
+
+    Raises
+    ------
+    ChecksumError
+        The first file found has the wrong SHA-256 (names the file, expected and actual).
+    DataUnavailableError
+        No candidate exists; the message lists where it looked and how to provide it.
+    """
+    url = url or imagenet_weights_url()
+    candidates = weight_search_paths(cache_dirs, mirror, url)
+    for cand in candidates:
+        if cand.is_file():
+            return verify_sha256(cand, expected_sha256)
+    name = candidates[0].name if candidates else Path(urlsplit(url).path).name
+    looked = "\n  ".join(str(c) for c in candidates)
+    mirror_rel = Path(urlsplit(url).netloc, *urlsplit(url).path.lstrip("/").split("/"))
+    raise DataUnavailableError(
+        f"ImageNet weights {name} not found; looked in:\n  {looked}\n"
+        f"To provide them, download {url} (sha256 {expected_sha256}) on a machine with internet and put it "
+        f"in {Path(torch.hub.get_dir()) / 'checkpoints'} or $REPRO_DATA_DIR, or set REPRO_DATA_MIRROR to a "
+        f"mirror folder that contains {mirror_rel}."
+    )
+
+
+def weights_mode(
+    profile_wants: str = "imagenet",
+    **resolver_kwargs: Any,
+) -> tuple[str, str]:
+    """Decide ``"imagenet"`` or ``"none"`` for a run, with a human-readable reason.
+
+    Falls back to ``"none"`` (random initialisation) when the checkpoint is absent; a
+    file with the wrong checksum still raises :class:`ChecksumError` (fix it rather
+    than silently train from scratch). ``resolver_kwargs`` go to
+    :func:`resolve_imagenet_weights`.
+    """
+    if profile_wants == "none":
+        return "none", "The profile asks for random initialisation (no ImageNet pre-training)."
+    if profile_wants != "imagenet":
+        raise ConfigError(None, f"weights must be 'imagenet' or 'none', got {profile_wants!r}")
+    try:
+        path = resolve_imagenet_weights(**resolver_kwargs)
+    except DataUnavailableError as exc:
+        return "none", (
+            "ImageNet weights (torchvision ResNet50_Weights.IMAGENET1K_V1) are not available on this machine, "
+            "so this run trained ResNet-50 from random initialisation; its numbers are not comparable to the "
+            f"paper's ImageNet-pretrained model. Details: {exc}"
+        )
+    return "imagenet", f"ImageNet weights verified (sha256) at {path}."
+
+
+def load_state_dict_file(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    expected_sha256: str | None = None,
+    strict: bool = True,
+) -> tuple[list[str], list[str]]:
+    """Verify (optional) and load a ``state_dict`` file into ``model``.
+
+    Uses ``torch.load(path, map_location="cpu", weights_only=True)``.
+
+    Returns
+    -------
+    (missing_keys, unexpected_keys)
+
+    Raises
+    ------
+    ChecksumError, InputError
+        Wrong hash; unreadable file, not a state dict, or shapes/keys that do not fit.
+    """
+    if expected_sha256 is not None:
+        verify_sha256(path, expected_sha256)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(path, "weights file not found") from None
+    except Exception as exc:  # pickle / zip errors come in many types
+        raise InputError(path, f"cannot read weights file: {exc}") from exc
+    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
+        raise InputError(path, "not a state_dict (a mapping of parameter names to tensors)")
+    try:
+        res = model.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:
+        raise InputError(path, f"weights do not fit the model: {exc}") from exc
+    return list(res.missing_keys), list(res.unexpected_keys)
+
+
+def freeze_stages(model: nn.Module, stage: str | None = "layer3") -> nn.Module:
+    """Freeze every stage *before* ``stage`` (``requires_grad=False``); unfreeze the rest.
+
+    ``stage`` is one of :data:`RESNET_STAGES` or ``None`` (train everything). The default
+    ``"layer3"`` freezes the stem, ``layer1`` and ``layer2`` and retrains ``layer3``,
+    ``layer4`` and the head.
+    """
+    if stage is not None and stage not in RESNET_STAGES:
+        raise ConfigError(None, f"freeze_until must be one of {', '.join(RESNET_STAGES)} or None, got {stage!r}")
+    first = 0 if stage is None else RESNET_STAGES.index(stage)
+    for i, name in enumerate(RESNET_STAGES):
+        for p in _stage_params(model, name):
+            p.requires_grad_(i >= first)
+    return model
+
+
+def build_resnet50(
+    n_classes: int = 4,
+    weights: str = "none",
+    weights_path: str | os.PathLike | None = None,
+    freeze_until: str | None = "layer3",
+    *,
+    expected_sha256: str | None = IMAGENET_SHA256,
+    strict: bool = True,
+    resolver_kwargs: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """torchvision ResNet-50 with a new ``n_classes``-way ``fc`` head.
+
+    Parameters
+    ----------
+    weights:
+        ``"none"``: random initialisation. ``"imagenet"``: load ``weights_path`` or, when
+        ``None``, :func:`resolve_imagenet_weights` (``resolver_kwargs``), verifying
+        ``expected_sha256``, into the 1000-class network before the head is replaced.
+    strict:
+        Passed to ``load_state_dict`` (``False`` accepts a partial checkpoint).
+    freeze_until:
+        See :func:`freeze_stages`; the new head is always trainable.
+    """
+    from torchvision.models import resnet50
+
+    model = resnet50(weights=None)
+    if weights == "imagenet":
+        if weights_path is None:
+            kw = dict(resolver_kwargs or {})
+            kw.setdefault("expected_sha256", expected_sha256 or IMAGENET_SHA256)
+            weights_path = resolve_imagenet_weights(**kw)
+        load_state_dict_file(model, weights_path, expected_sha256=expected_sha256, strict=strict)
+    elif weights != "none":
+        raise ConfigError(None, f"weights must be 'imagenet' or 'none', got {weights!r}")
+    model.fc = nn.Linear(model.fc.in_features, n_classes)
+    freeze_stages(model, freeze_until)
+    return model
+
+
+def param_groups(
+    model: nn.Module,
+    lrs: Sequence[float] = (1e-4, 1e-3, 1e-2),
+) -> list[dict[str, Any]]:
+    """Optimizer parameter groups with discriminative learning rates.
+
+    The head (``fc``) gets ``lrs[-1]``. The trainable body stages (of ``stem``,
+    ``layer1`` ... ``layer4``, in depth order) are split into ``len(lrs) - 1`` contiguous
+    chunks (``numpy.array_split``) that get ``lrs[0]``, ``lrs[1]``, ... With the default
+    ``freeze_until="layer3"`` and three rates: ``layer3`` -> 1e-4, ``layer4`` -> 1e-3,
+    ``fc`` -> 1e-2. Empty chunks are dropped; frozen parameters are left out. Each group
+    has keys ``params``, ``lr`` and ``name`` (e.g. ``"layer3"`` or ``"stem+layer1"``).
+    """
+    if len(lrs) < 1:
+        raise ConfigError(None, "lrs must hold at least one learning rate")
+    body = [s for s in RESNET_STAGES[:-1] if any(p.requires_grad for p in _stage_params(model, s))]
+    groups: list[dict[str, Any]] = []
+    if len(lrs) == 1:
+        chunks: list[list[str]] = [body + ["fc"]]
+    else:
+        chunks = [list(c) for c in np.array_split(np.array(body, dtype=object), len(lrs) - 1)] + [["fc"]]
+    for names, lr in zip(chunks, lrs):
+        params = [p for s in names for p in _stage_params(model, s) if p.requires_grad]
+        if params:
+            groups.append({"params": params, "lr": float(lr), "name": "+".join(names)})
+    return groups
+
+
+# --------------------------------------------------------------------------------------
+# 4. Training and inference
+# --------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int = 0) -> torch.Generator:
+    """Seed ``random``, numpy and torch; return a seeded ``torch.Generator`` for loaders."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def make_loader(
+    dataset: torch.utils.data.Dataset,
+    batch_size: int = 16,
+    shuffle: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+) -> torch.utils.data.DataLoader:
+    """``DataLoader`` whose shuffling order depends only on ``seed``."""
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=g,
+                                       num_workers=num_workers)
+
+
+def _frozen_bn_to_eval(model: nn.Module) -> None:
+    """Keep BatchNorm layers whose affine parameters are frozen in eval mode (fixed running stats)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            params = list(m.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                m.eval()
+
+
+def train_epoch(
+    model: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    device: str | torch.device = "cpu",
+    *,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    progress: bool = True,
+) -> float:
+    """One pass over ``loader``; returns the mean (per-image) cross-entropy loss.
+
+    BatchNorm layers of frozen stages stay in eval mode so that "frozen" also fixes
+    their running statistics.
+    """
+    from tqdm.auto import tqdm
+
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    model.to(device).train()
+    _frozen_bn_to_eval(model)
+    total, n = 0.0, 0
+    for x, y in tqdm(loader, desc="train", disable=not progress, leave=False):
+        x, y = x.to(device), torch.as_tensor(y).to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(y)
+        n += len(y)
+    return total / max(n, 1)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: str | torch.device = "cpu",
+    *,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluate ``model``: true labels int64 ``(N,)`` and softmax probabilities float32 ``(N, C)``."""
+    from tqdm.auto import tqdm
+
+    model.to(device).eval()
+    ys, ps = [], []
+    for x, y in tqdm(loader, desc="predict", disable=not progress, leave=False):
+        ps.append(torch.softmax(model(x.to(device)), dim=1).float().cpu().numpy())
+        ys.append(torch.as_tensor(y).cpu().numpy())
+    if not ys:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(ys).astype(np.int64), np.concatenate(ps).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# 5. Perceptual-hash de-duplication
+# --------------------------------------------------------------------------------------
+
+PHASH_SIZE = 16  # 16 x 16 = 256-bit pHash, the spec's "Hamming <= 12 of 256"
+
+
+def phash(path_or_image: str | os.PathLike | Image.Image, hash_size: int = PHASH_SIZE):
+    """Perceptual hash (``imagehash.phash``, ``hash_size**2`` bits) of a file or PIL image.
+
+    Files are read as 8-bit grayscale with :func:`load_cxr` (ImageError on bad files).
+    """
+    import imagehash
+
+    img = path_or_image if isinstance(path_or_image, Image.Image) else load_cxr(path_or_image, channels=1)
+    return imagehash.phash(img, hash_size=hash_size)
+
+
+def _hash_bits(items: Sequence[Any], hash_size: int) -> np.ndarray:
+    """Hashes (or files/images, hashed here) -> packed ``uint8`` array ``(N, bits/8)``."""
+    import imagehash
+
+    rows = []
+    for it in items:
+        h = it if isinstance(it, imagehash.ImageHash) else phash(it, hash_size=hash_size)
+        rows.append(np.packbits(np.asarray(h.hash, dtype=bool).ravel()))
+    nbytes = hash_size * hash_size // 8
+    return np.stack(rows) if rows else np.zeros((0, nbytes), dtype=np.uint8)
+
+
+_POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits per element of an unsigned integer array (same shape, small int)."""
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return np.bitwise_count(x)
+    return _POPCOUNT8[x.view(np.uint8)].reshape(*x.shape, x.itemsize).sum(axis=-1)
+
+
+def hamming_matrix(a: np.ndarray, b: np.ndarray, *, max_bytes: int = 1 << 25):
+    """Yield ``(start, D)`` blocks of the Hamming distance matrix of packed hashes.
+
+    ``a``: uint8 ``(N, B)``, ``b``: uint8 ``(M, B)``; each ``D`` is int ``(n, M)`` for rows
+    ``start:start+n`` of ``a``; blocks keep the XOR temporary under ``max_bytes``.
+    """
+    if a.shape[1] % 8 == 0:
+        a64, b64 = a.view(np.uint64), b.view(np.uint64)
+    else:
+        a64, b64 = a, b
+    width = a64.shape[1] * a64.itemsize
+    step = max(1, max_bytes // max(1, b64.shape[0] * width))
+    for s in range(0, a64.shape[0], step):
+        x = a64[s:s + step, None, :] ^ b64[None, :, :]
+        yield s, _popcount(x).sum(axis=2, dtype=np.int64)
+
+
+def find_duplicates(
+    candidates: Sequence[Any],
+    references: Sequence[Any],
+    max_distance: int = 12,
+    *,
+    hash_size: int = PHASH_SIZE,
+) -> list[tuple[Any, Any, int]]:
+    """Pairs ``(candidate, reference, distance)`` with pHash Hamming distance <= ``max_distance``.
+
+    ``candidates`` / ``references`` hold paths, PIL images or ``imagehash.ImageHash``
+    values (hashes are computed once); items are returned as given, ordered by candidate
+    then distance. Distances are computed blockwise with numpy bit operations.
+    """
+    a = _hash_bits(candidates, hash_size)
+    b = _hash_bits(references, hash_size)
+    out: list[tuple[Any, Any, int]] = []
+    if len(a) == 0 or len(b) == 0:
+        return out
+    for s, d in hamming_matrix(a, b):
+        ii, jj = np.nonzero(d <= max_distance)
+        order = np.lexsort((jj, d[ii, jj], ii))  # by candidate, then distance, then reference
+        for i, j in zip(ii[order], jj[order]):
+            out.append((candidates[s + int(i)], references[int(j)], int(d[i, j])))
+    return out
+
+
+def deduplicate(
+    candidates: Sequence[Any],
+    references: Sequence[Any],
+    max_distance: int = 12,
+    *,
+    hash_size: int = PHASH_SIZE,
+) -> tuple[list[Any], list[Any]]:
+    """Split ``candidates`` into ``(kept, removed)``: removed ones are within ``max_distance``
+    of some reference. Order is preserved."""
+    a = _hash_bits(candidates, hash_size)
+    b = _hash_bits(references, hash_size)
+    dup = np.zeros(len(candidates), dtype=bool)
+    if len(a) and len(b):
+        for s, d in hamming_matrix(a, b):
+            dup[s:s + len(d)] = (d <= max_distance).any(axis=1)
+    kept = [c for c, x in zip(candidates, dup) if not x]
+    removed = [c for c, x in zip(candidates, dup) if x]
+    return kept, removed
+
+
+# --------------------------------------------------------------------------------------
+# 6. Confound audit
+# --------------------------------------------------------------------------------------
+
+GEOMETRY_FEATURES: tuple[str, ...] = ("width", "height", "aspect", "mean_intensity", "std_intensity", "file_bytes")
+
+
+def image_geometry_features(paths: Sequence[str | os.PathLike], *, max_pixels: int | None = None):
+    """Non-pathology image properties, one row per file (pandas DataFrame).
+
+    Columns: ``path``, ``format`` (JPEG/PNG...), ``mode`` (Pillow mode of the file),
+    ``width``, ``height`` (original pixels), ``aspect`` (width / height), ``mean_intensity``,
+    ``std_intensity`` (8-bit grey levels, 0-255), ``file_bytes``.
+    """
+    import pandas as pd
+
+    rows = []
+    for p in paths:
+        p = Path(p)
+        try:
+            with Image.open(p) as im:
+                fmt, mode = im.format, im.mode
+        except (OSError, UnidentifiedImageError) as exc:
+            raise ImageError(p, f"not a readable image: {exc}") from exc
+        arr = np.asarray(load_cxr(p, max_pixels=max_pixels, channels=1), dtype=np.float32)
+        h, w = arr.shape
+        rows.append({"path": str(p), "format": fmt, "mode": mode, "width": w, "height": h,
+                     "aspect": w / h, "mean_intensity": float(arr.mean()), "std_intensity": float(arr.std()),
+                     "file_bytes": p.stat().st_size})
+    return pd.DataFrame(rows, columns=["path", "format", "mode", *GEOMETRY_FEATURES])
+
+
+def confound_audit(
+    records: Sequence[CXRRecord],
+    seed: int = 0,
+    *,
+    n_splits: int = 5,
+    features: Sequence[str] = GEOMETRY_FEATURES,
+    table=None,
+) -> dict[str, Any]:
+    """How well do image geometry/intensity alone predict the class?
+
+    Fits a standardised multinomial logistic regression on ``features`` of
+    :func:`image_geometry_features` (or a precomputed ``table`` in record order) and
+    predicts each image out of fold with ``StratifiedGroupKFold`` grouped by patient
+    (``n_splits`` is reduced to the smallest number of patients in a class, min 2).
+    Classes with fewer than two patients cannot be cross-validated by patient and are
+    left out (listed in ``excluded_classes``).
+    High accuracy means that a classifier can tell the classes apart without looking at
+    any pathology (source, age, scanner, resizing).
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: ``accuracy``, ``balanced_accuracy``, ``majority_accuracy``
+        (chance level of always predicting the largest class), ``per_class_recall``,
+        ``per_class_auc`` (one-vs-rest ROC AUC of the out-of-fold probabilities),
+        ``confusion`` (rows true, columns predicted, in ``classes`` order), ``classes``,
+        ``excluded_classes``, ``features``, ``n_images``, ``n_patients``, ``n_splits``, ``model``.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    records = list(records)
+    if table is None:
+        table = image_geometry_features([r.path for r in records])
+    if len(table) != len(records):
+        raise ConfigError(None, f"feature table has {len(table)} rows for {len(records)} records")
+    x_all = table[list(features)].to_numpy(dtype=np.float64)
+    y_all = np.array([r.target for r in records])
+    g_all = np.array(["\x1f".join(r.patient) for r in records])
+    n_pat = {c: len(set(g_all[y_all == c].tolist())) for c in sorted(set(y_all.tolist()))}
+    excluded = [c for c, n in n_pat.items() if n < 2]
+    present = [c for c, n in n_pat.items() if n >= 2]
+    if len(present) < 2:
+        raise ConfigError(None, f"confound_audit needs two classes with >= 2 patients each, got {n_pat}")
+    keep = np.isin(y_all, present)
+    x, y, groups = x_all[keep], y_all[keep], g_all[keep]
+    k = max(2, min(n_splits, min(n_pat[c] for c in present)))
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class" warnings for tiny sets
+        proba = cross_val_predict(clf, x, y, groups=groups, cv=cv, method="predict_proba")
+    pred = np.asarray(present)[proba.argmax(axis=1)]
+    cm = confusion_matrix(y, pred, labels=present)
+    counts = np.bincount(y, minlength=len(CLASSES))
+    auc = {CLASSES[c]: float(roc_auc_score(y == c, proba[:, i])) for i, c in enumerate(present)}
+    return {
+        "classes": [CLASSES[c] for c in present],
+        "excluded_classes": [CLASSES[c] for c in excluded],
+        "features": list(features),
+        "model": "StandardScaler + LogisticRegression, out-of-fold (StratifiedGroupKFold by patient)",
+        "n_images": int(len(y)),
+        "n_patients": int(len(set(groups.tolist()))),
+        "n_splits": int(k),
+        "accuracy": float((pred == y).mean()),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "majority_accuracy": float(counts.max() / len(y)),
+        "per_class_recall": {CLASSES[c]: float(cm[i, i] / cm[i].sum()) for i, c in enumerate(present)},
+        "per_class_auc": auc,
+        "confusion": cm.tolist(),
+    }
+
+
+# --------------------------------------------------------------------------------------
+# 7. Grad-CAM
+# --------------------------------------------------------------------------------------
+
+
+def grad_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    target_class: int | str,
+    layer: nn.Module | None = None,
+) -> np.ndarray:
+    """Grad-CAM heat map of ``target_class`` for one image.
+
+    Parameters
+    ----------
+    x:
+        float tensor ``(3, H, W)`` or ``(1, 3, H, W)``, already transformed.
+    layer:
+        Module whose output feature maps ``A`` (``(K, h, w)``) are weighted; default
+        ``model.layer4``.
+
+    Returns
+    -------
+    np.ndarray
+        float32 ``(H, W)`` in ``[0, 1]``: ``ReLU(sum_k mean_ij(dy_c/dA_k) * A_k)``,
+        bilinearly upsampled to the input size and divided by its maximum (all zeros
+        when the map is zero everywhere). The model's train/eval mode is restored.
+    """
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ConfigError(None, f"grad_cam expects one image (3, H, W) or (1, 3, H, W), got {tuple(x.shape)}")
+    cls = CLASS_INDEX[target_class] if isinstance(target_class, str) else int(target_class)
+    layer = layer if layer is not None else model.layer4
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_m, _inp, out):
+        store["act"] = out
+        out.register_hook(lambda g: store.__setitem__("grad", g))
+
+    was_training = model.training
+    handle = layer.register_forward_hook(hook)
+    try:
+        model.eval()
+        with torch.enable_grad():
+            xi = x.detach().clone().requires_grad_(True)
+            logits = model(xi)
+            model.zero_grad(set_to_none=True)
+            logits[0, cls].backward()
+    finally:
+        handle.remove()
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+    act, grad = store["act"].detach(), store["grad"].detach()
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * act).sum(dim=1, keepdim=True))
+    cam = torch.nn.functional.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    cam = cam.clamp_min(0)
+    m = float(cam.max())
+    cam = cam / m if m > 0 else torch.zeros_like(cam)
+    return cam.numpy().astype(np.float32)
+
+
+def overlay(image: Image.Image | np.ndarray, cam: np.ndarray, *, alpha: float = 0.4,
+            cmap: str = "jet") -> np.ndarray:
+    """Blend a heat map onto an image: uint8 RGB ``(H, W, 3)`` of the image's size.
+
+    ``image``: PIL image, or array ``(H, W)`` / ``(H, W, 3)`` (uint8, or float in [0, 1]).
+    ``cam``: float ``(h, w)`` in [0, 1], resized bilinearly to ``(H, W)`` if needed.
+    Result: ``(1 - alpha) * image + alpha * colormap(cam)``.
+    """
+    import matplotlib
+
+    if isinstance(image, Image.Image):
+        base = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    else:
+        arr = np.asarray(image)
+        base = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
+        if base.ndim == 2:
+            base = np.repeat(base[..., None], 3, axis=2)
+        elif base.ndim == 3 and base.shape[2] == 1:
+            base = np.repeat(base, 3, axis=2)
+    h, w = base.shape[:2]
+    cam = np.asarray(cam, dtype=np.float32)
+    if cam.shape != (h, w):
+        cam = np.asarray(Image.fromarray(cam).resize((w, h), Image.BILINEAR), dtype=np.float32)
+    heat = matplotlib.colormaps[cmap](np.clip(cam, 0, 1))[..., :3].astype(np.float32)
+    out = (1.0 - alpha) * np.clip(base, 0, 1) + alpha * heat
+    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- profiles
+#: Which source and source split form the development set and the external set (``sample``).
+SAMPLE_DEVELOPMENT = {("kermany-224", "train"), ("ieee8023-covid-chestxray", "-"), ("cc-ccii", "-")}
+SAMPLE_EXTERNAL = {("kermany-224", "test"), ("hannover-mhh", "-")}
+
+
+def profile_records(profile: str, data_dir: str | os.PathLike | None = None,
+                    work_dir: str | os.PathLike | None = None) -> tuple[list[CXRRecord], list[CXRRecord]]:
+    """``(development, external)`` chest X-ray records of a profile.
+
+    ``sample``: development = Kermany *train* split (children, healthy/pneumonia), Cohen's COVID-19
+    images and the CC-CCII CT slices (``not_certain``); external = Kermany *test* split (other
+    patients of the same source) and the Hannover COVID-19 images (a different repository).
+    ``synthetic``: the phantoms' own train/test split. Records carry ``split="-"`` (development;
+    use :func:`patient_split`) or ``"external"``.
+    """
+    from . import config, data
+
+    if profile == "synthetic":
+        work = Path(work_dir) if work_dir else config.work_dir(profile)
+        base = work / "synthetic_data"
+        dev, ext = [], []
+        for r in data.synthetic_records(work):
+            if r["role"] != "cxr_image":
+                continue
+            label, sub = (("not_certain", "phantom") if r["label"] == "not_certain"
+                          else label_from_mirror(r["label"]))
+            rec = CXRRecord(base / r["path"], label, sub, r["group"], r["dataset"],
+                            "external" if r["split"] == "test" else "-")
+            (ext if rec.split == "external" else dev).append(rec)
+        return dev, ext
+    rows = []
+    for m in data.profile_manifests(profile):
+        for f in m.files:
+            if f.role in ("cxr_image", "ct_png"):
+                rows.append({"dataset": f.dataset, "role": f.role, "label": f.label, "group": f.group,
+                             "path": f.relpath, "source_split": f.split})
+    root = Path(data_dir) if data_dir else config.data_dir()
+    recs = records_from_index(rows, root)
+    dev, ext = [], []
+    for rec, row in zip(recs, [r for r in rows if _keeps(r)]):
+        key = (row["dataset"], row["source_split"])
+        if key in SAMPLE_EXTERNAL:
+            ext.append(replace(rec, split="external"))
+        elif key in SAMPLE_DEVELOPMENT:
+            dev.append(rec)
+    return dev, ext
+
+
+def _keeps(row: Mapping[str, Any]) -> bool:
+    """Mirror of the row filter in :func:`records_from_index` (to pair rows and records)."""
+    ds, role = row["dataset"], row["role"]
+    return (ds in CXR_DATASETS and role == "cxr_image") or (ds in NOT_CERTAIN_DATASETS and role in ("ct_png", "cxr_image"))
+
+
+def records_frame(records: Sequence[CXRRecord]):
+    """Records as a DataFrame (one row per image)."""
+    import pandas as pd
+
+    return pd.DataFrame([{"path": str(r.path), "label": r.label, "sublabel": r.sublabel, "group": r.group,
+                          "source": r.source, "split": r.split, "copy": r.copy} for r in records])
+
+
+def subsample_per_class(records: Sequence[CXRRecord], per_class: int | None, seed: int = 0) -> list[CXRRecord]:
+    """At most ``per_class`` records of each class, drawn with ``seed`` (order kept); ``None`` keeps all."""
+    if per_class is None:
+        return list(records)
+    rng = np.random.default_rng(seed)
+    keep: set[int] = set()
+    for cls in CLASSES:
+        idx = [i for i, r in enumerate(records) if r.label == cls]
+        if len(idx) > per_class:
+            idx = sorted(rng.choice(idx, size=per_class, replace=False).tolist())
+        keep.update(idx)
+    return [r for i, r in enumerate(records) if i in keep]
+
+
+def fit_cxr(train_records: Sequence[CXRRecord], *, size: int = 350, epochs: int = 15, batch: int = 16,
+            weights: str = "none", freeze_until: str | None = "layer3",
+            lrs: Sequence[float] = (1e-4, 1e-3, 1e-2), seed: int = 0, device: str = "cpu",
+            progress: bool = True, contrast_p: float = 0.5, contrast: tuple[float, float] = (0.5, 1.9),
+            ) -> tuple[nn.Module, list[float]]:
+    """Train the paper's classifier: ResNet-50, 4-way head, frozen lower layers, discriminative
+    learning rates (Adam, one group per stage chunk), COVID-only contrast augmentation.
+
+    Returns the model (eval mode) and the mean training loss per epoch.
+    """
+    gen = seed_everything(seed)
+    model = build_resnet50(len(CLASSES), weights=weights, freeze_until=freeze_until)
+    aug = ClassTargetedContrast("covid19", factor=contrast, p=contrast_p, generator=gen)
+    ds = CXRDataset(train_records, transform=build_transforms(size, train=True), augment=aug)
+    loader = make_loader(ds, batch_size=batch, shuffle=True, seed=seed)
+    opt = torch.optim.Adam(param_groups(model, lrs))
+    losses = [train_epoch(model, loader, opt, device, progress=progress) for _ in range(epochs)]
+    return model.eval(), losses
+
+
+def evaluate_records(model: nn.Module, records: Sequence[CXRRecord], *, size: int = 350, batch: int = 32,
+                     device: str = "cpu", progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``(y, probs)`` of ``model`` on ``records`` with the evaluation transforms."""
+    ds = CXRDataset(records, transform=build_transforms(size, train=False))
+    return predict(model, make_loader(ds, batch_size=batch), device, progress=progress)
+
+
+def state_dict_bytes(model: nn.Module) -> bytes:
+    """The model's state dict serialised with ``torch.save`` (tensors only; loads with weights_only)."""
+    import io as _io
+
+    buf = _io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    return buf.getvalue()
+
+
+def load_trained(path: str | os.PathLike, expected_sha256: str, n_classes: int = len(CLASSES)) -> nn.Module:
+    """A trained 4-way ResNet-50 from ``path``, after checking its sha256 (eval mode)."""
+    model = build_resnet50(n_classes, weights="none", freeze_until=None)
+    load_state_dict_file(model, path, expected_sha256=expected_sha256, strict=True)
+    return model.eval()

@@ -1,0 +1,767 @@
+"""CT ingestion: DICOM series, NIfTI, PNG stacks, and atomic NIfTI writing.
+
+Every reader returns a :class:`CTVolume` whose array is indexed ``(z, y, x)``
+with the conventions of an axial DICOM series sorted by ascending slice
+position (spec §2, "Order"): ``z`` increases along the slice normal (towards
+the head for axial scans), ``y`` increases towards the patient's back
+(posterior, image rows top to bottom) and ``x`` towards the patient's left
+(image columns left to right, radiological display). NIfTI volumes are
+reoriented into the same frame, so that the pseudo-label probes of spec §3
+(bottom centre = table side) mean the same thing for every format.
+
+Geometry: ``spacing_mm`` is ``(dz, dy, dx)`` in mm, ``origin_mm`` the world
+position ``(x, y, z)`` in mm of voxel ``[0, 0, 0]`` in the DICOM patient frame
+(LPS), and ``direction`` a 3×3 matrix whose *columns* are the LPS unit vectors
+of the array axes x, y, z (ITK convention; ``hu`` axes 2, 1, 0), so that voxel
+``hu[k, j, i]`` lies at ``origin + direction @ ([dx, dy, dz] * [i, j, k])``.
+The identity direction is a standard axial series.
+
+Pixel decoding (licences)
+-------------------------
+Headers are read with pydicom (MIT) using ``stop_before_pixels`` for sorting
+and validation. Pixel data of *uncompressed* transfer syntaxes are decoded by
+pydicom itself (no plug-in). *Compressed* transfer syntaxes (the COVID-CT-MD
+files are JPEG Lossless, Process 14, SV1) are decoded with SimpleITK
+(Apache-2.0, bundles GDCM, BSD), which is already a dependency. The GPL-3.0
+``pylibjpeg-libjpeg`` plug-in is deliberately not used, and ``python-gdcm`` is
+not needed. SimpleITK applies RescaleSlope/Intercept while decoding; the reader
+inverts that exactly (``v = rint((a - b) / m)``, exact for integer slope and
+intercept and for every value representable in the stored bit depth) to get
+the stored values back, because spec §2 clips *stored* values before rescaling.
+
+Missing rescale tags (decision)
+-------------------------------
+Rescale Slope and Rescale Intercept are Type 1 in the DICOM CT Image module.
+A series whose Modality is ``CT`` (or is missing) without them is rejected
+with :class:`~reprolib.errors.DicomError`: guessing slope 1 / intercept 0 would
+silently shift every value by about +1024 HU for the common intercept -1024.
+For other modalities (e.g. ``OT`` secondary captures of CT) the identity
+(slope 1, intercept 0) is assumed, a warning is issued and
+``meta["rescale_assumed"]`` is set to True.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import tempfile
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import DicomError, ImageError, InputError, NiftiError
+
+__all__ = [
+    "CTVolume",
+    "stored_to_hu",
+    "read_dicom_series",
+    "read_nifti",
+    "read_png_stack",
+    "read_itk_image",
+    "read_ct",
+    "write_nifti",
+    "HU_STORED_CLIP_LOW",
+    "HU_STORED_CLIP_HIGH",
+]
+
+#: spec §2 "HU": stored values <= this become 0.
+HU_STORED_CLIP_LOW = -2000
+#: spec §2 "HU": stored values >= this become this value.
+HU_STORED_CLIP_HIGH = 3000
+
+_INT16_MIN, _INT16_MAX = np.iinfo(np.int16).min, np.iinfo(np.int16).max
+_PNG_SUFFIXES = (".png",)
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
+_IGNORED_NAMES = {"DICOMDIR", "Thumbs.db"}
+
+
+@dataclass
+class CTVolume:
+    """A CT volume with its geometry.
+
+    Attributes
+    ----------
+    hu : np.ndarray, shape (z, y, x)
+        int16 Hounsfield units when ``is_hu``; otherwise the stored intensities
+        (uint8 for already windowed PNG stacks).
+    spacing_mm : tuple of 3 floats
+        Voxel size (dz, dy, dx) in mm; ``(nan, nan, nan)`` when unknown.
+    origin_mm : tuple of 3 floats
+        LPS world position (x, y, z) in mm of voxel [0, 0, 0].
+    direction : np.ndarray, shape (3, 3)
+        Columns are the LPS unit vectors of the array axes x, y, z (ITK order).
+    source : str
+        File or directory the volume was read from (or an id).
+    is_hu : bool
+        Whether ``hu`` holds Hounsfield units.
+    meta : dict
+        Reader-specific details (dropped duplicates, flags, header fields).
+    """
+
+    hu: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    origin_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+    source: str = ""
+    is_hu: bool = True
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Array shape (z, y, x) in voxels."""
+        return tuple(self.hu.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing_known(self) -> bool:
+        """True when all three spacings are finite and positive."""
+        sp = np.asarray(self.spacing_mm, dtype=float)
+        return bool(np.all(np.isfinite(sp)) and np.all(sp > 0))
+
+
+# --------------------------------------------------------------------------- HU
+
+
+def stored_to_hu(
+    stored: np.ndarray,
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    *,
+    clip_low: int = HU_STORED_CLIP_LOW,
+    clip_high: int = HU_STORED_CLIP_HIGH,
+) -> np.ndarray:
+    """Convert DICOM stored values to int16 HU (spec §2, "HU").
+
+    Stored values ``<= clip_low`` become 0, values ``>= clip_high`` become
+    ``clip_high``; then ``HU = slope * v + intercept``, rounded to the nearest
+    integer (exact for the integer slope/intercept of virtually all CT) and
+    saturated to the int16 range.
+
+    Parameters
+    ----------
+    stored : np.ndarray, any shape, integer or float
+    slope, intercept : float
+        RescaleSlope and RescaleIntercept.
+
+    Returns
+    -------
+    np.ndarray, same shape, int16 (HU)
+    """
+    v = np.asarray(stored)
+    v = np.where(v <= clip_low, 0, v)
+    v = np.minimum(v, clip_high)
+    if float(slope) == int(slope) and float(intercept) == int(intercept):
+        hu = v.astype(np.int64) * int(slope) + int(intercept)
+    else:
+        hu = np.rint(v.astype(np.float64) * float(slope) + float(intercept))
+    return np.clip(hu, _INT16_MIN, _INT16_MAX).astype(np.int16)
+
+
+# ------------------------------------------------------------------------ DICOM
+
+
+def _read_header(path: Path):
+    """Read one DICOM header (no pixels) or raise DicomError."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. non-conformant UIDs (COVID-CT-MD)
+            return pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        raise DicomError(path, "not a DICOM file (no 'DICM' preamble)") from None
+    except Exception as exc:  # truncated header, bad tag lengths, ...
+        raise DicomError(path, f"unreadable DICOM header (truncated or corrupt?): {exc}") from exc
+
+
+def _float_list(ds, keyword: str, n: int, path: Path) -> np.ndarray | None:
+    value = ds.get(keyword)
+    if value is None:
+        return None
+    try:
+        arr = np.array([float(x) for x in value], dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise DicomError(path, f"malformed {keyword}: {value!r}") from exc
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        raise DicomError(path, f"malformed {keyword}: {value!r}")
+    return arr
+
+
+def _decode_stored(path: Path, ds_header, *, rows: int, cols: int, slope: float,
+                   intercept: float) -> np.ndarray:
+    """Decode one slice's stored values, (rows, cols), as int32 or float64."""
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path)
+    except Exception as exc:
+        raise DicomError(path, f"unreadable DICOM file (truncated or corrupt?): {exc}") from exc
+    if "PixelData" not in ds:
+        raise DicomError(path, "no pixel data (PixelData element missing)")
+    if int(ds.get("NumberOfFrames", 1) or 1) != 1:
+        raise DicomError(path, "multi-frame DICOM is not supported; expected one slice per file")
+    if int(ds.get("SamplesPerPixel", 1)) != 1:
+        raise DicomError(path, "not a greyscale image (SamplesPerPixel != 1)")
+    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    compressed = bool(tsyntax is not None and tsyntax.is_compressed)
+    try:
+        if not compressed:
+            arr = ds.pixel_array
+        else:
+            import SimpleITK as sitk
+
+            img = sitk.ReadImage(str(path))
+            a = sitk.GetArrayFromImage(img)
+            if a.ndim == 3 and a.shape[0] == 1:
+                a = a[0]
+            # SimpleITK/GDCM applied the rescale: invert it to get stored values.
+            arr = np.rint((a.astype(np.float64) - intercept) / slope)
+    except DicomError:
+        raise
+    except Exception as exc:
+        raise DicomError(path, f"cannot decode pixel data ({tsyntax}; truncated?): {exc}") from exc
+    if arr.shape != (rows, cols):
+        raise DicomError(path, f"decoded pixel array has shape {arr.shape}, header says {(rows, cols)}")
+    return arr
+
+
+def _list_files(directory: Path) -> list[Path]:
+    return sorted(
+        p for p in directory.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name not in _IGNORED_NAMES
+    )
+
+
+def read_dicom_series(
+    directory: str | os.PathLike,
+    *,
+    clip_low: int = HU_STORED_CLIP_LOW,
+    clip_high: int = HU_STORED_CLIP_HIGH,
+    max_gap_factor: float = 1.5,
+    spacing_rtol: float = 0.01,
+    position_atol_mm: float = 1e-3,
+) -> CTVolume:
+    """Read one DICOM series (one file per slice) into int16 HU.
+
+    Slices are sorted by the projection of ImagePositionPatient on the slice
+    normal (row × column direction cosines), ascending, falling back to
+    SliceLocation when a position is missing; slices at the same position as
+    an earlier one (within ``position_atol_mm``) are dropped and counted in
+    ``meta["n_duplicates_dropped"]``.
+
+    Parameters
+    ----------
+    directory : path
+        Folder holding the slice files (hidden files and DICOMDIR ignored).
+    clip_low, clip_high : int
+        Stored-value clipping before rescaling (spec §2, "HU").
+    max_gap_factor : float
+        A gap larger than this times the median slice spacing means missing
+        slices.
+    spacing_rtol : float
+        Allowed relative deviation of a slice gap from the median gap
+        (plus ``position_atol_mm``); more is "non-uniform spacing".
+    position_atol_mm : float
+        Positions closer than this (mm) are duplicates.
+
+    Returns
+    -------
+    CTVolume
+        ``hu`` int16 (z, y, x); spacing (dz, dy, dx) mm with dz the median gap.
+
+    Raises
+    ------
+    DicomError
+        Naming the offending file: not DICOM / truncated / no pixel data,
+        mixed series, missing slices, non-uniform spacing, a single slice,
+        differing rows/cols/pixel spacing/orientation, CT without rescale tags.
+    """
+    with warnings.catch_warnings():
+        # pydicom warns lazily about non-conformant values (COVID-CT-MD uses
+        # non-numeric UIDs); they do not affect reading.
+        warnings.filterwarnings("ignore", message="Invalid value for VR")
+        return _read_dicom_series(
+            Path(directory), clip_low=clip_low, clip_high=clip_high, max_gap_factor=max_gap_factor,
+            spacing_rtol=spacing_rtol, position_atol_mm=position_atol_mm)
+
+
+def _read_dicom_series(directory: Path, *, clip_low: int, clip_high: int, max_gap_factor: float,
+                       spacing_rtol: float, position_atol_mm: float) -> CTVolume:
+    if not directory.is_dir():
+        raise DicomError(directory, "not a directory of DICOM slices")
+    files = _list_files(directory)
+    if not files:
+        raise DicomError(directory, "no files in the directory")
+
+    headers = [(p, _read_header(p)) for p in files]
+
+    # --- one series only
+    uids: dict[str, list[Path]] = {}
+    for p, ds in headers:
+        uids.setdefault(str(ds.get("SeriesInstanceUID", "<missing>")), []).append(p)
+    if len(uids) > 1:
+        main_uid = max(uids, key=lambda u: len(uids[u]))
+        other = next(u for u in uids if u != main_uid)
+        bad = uids[other][0]
+        summary = ", ".join(f"{u} ({len(v)} files)" for u, v in uids.items())
+        raise DicomError(
+            bad, f"mixed series in {directory}: this file has SeriesInstanceUID {other}, "
+            f"the directory holds {len(uids)} series: {summary}"
+        )
+
+    # --- consistent matrix, pixel spacing, orientation
+    p0, ds0 = headers[0]
+    for p, ds in headers:
+        if "Rows" not in ds or "Columns" not in ds:
+            raise DicomError(p, "missing Rows/Columns: not an image")
+    rows, cols = int(ds0.Rows), int(ds0.Columns)
+    iop0 = _float_list(ds0, "ImageOrientationPatient", 6, p0)
+    ps0 = _float_list(ds0, "PixelSpacing", 2, p0)
+    for p, ds in headers[1:]:
+        if (int(ds.Rows), int(ds.Columns)) != (rows, cols):
+            raise DicomError(
+                p, f"matrix {int(ds.Rows)}x{int(ds.Columns)} differs from {rows}x{cols} of {p0.name}"
+            )
+        ps = _float_list(ds, "PixelSpacing", 2, p)
+        if (ps is None) != (ps0 is None) or (ps is not None and not np.allclose(ps, ps0, atol=1e-4)):
+            raise DicomError(p, f"PixelSpacing {ps} differs from {ps0} of {p0.name}")
+        iop = _float_list(ds, "ImageOrientationPatient", 6, p)
+        if (iop is None) != (iop0 is None) or (iop is not None and not np.allclose(iop, iop0, atol=1e-4)):
+            raise DicomError(p, f"ImageOrientationPatient {iop} differs from {iop0} of {p0.name}")
+
+    if iop0 is not None:
+        row_dir, col_dir = iop0[:3], iop0[3:]
+        normal = np.cross(row_dir, col_dir)
+        if not np.isclose(np.linalg.norm(normal), 1.0, atol=1e-3):
+            raise DicomError(p0, f"ImageOrientationPatient {iop0} is not orthonormal")
+    else:
+        row_dir, col_dir, normal = np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([0, 0, 1.0])
+
+    # --- slice positions
+    ipps = [_float_list(ds, "ImagePositionPatient", 3, p) for p, ds in headers]
+    if all(v is not None for v in ipps):
+        positions = np.array([float(np.dot(v, normal)) for v in ipps])
+        sort_key = "ImagePositionPatient"
+    else:
+        positions_l = []
+        for p, ds in headers:
+            loc = ds.get("SliceLocation")
+            if loc is None:
+                raise DicomError(p, "neither ImagePositionPatient nor SliceLocation: cannot sort slices")
+            positions_l.append(float(loc))
+        positions = np.array(positions_l)
+        sort_key = "SliceLocation"
+    inst = np.array([int(ds.get("InstanceNumber", 0) or 0) for _, ds in headers])
+    order = np.lexsort((np.arange(len(files)), inst, positions))  # position, then instance, then name
+
+    keep: list[int] = []
+    dropped: list[str] = []
+    for i in order:
+        if keep and abs(positions[i] - positions[keep[-1]]) <= position_atol_mm:
+            dropped.append(files[i].name)
+            continue
+        keep.append(int(i))
+
+    if len(keep) < 2:
+        raise DicomError(
+            files[keep[0]],
+            f"single slice in {directory}: 2D data, not a volume ({len(files)} file(s))",
+        )
+
+    pos = positions[keep]
+    gaps = np.diff(pos)
+    dz = float(np.median(gaps))
+    for k, g in enumerate(gaps):
+        if g > max_gap_factor * dz:
+            raise DicomError(
+                files[keep[k + 1]],
+                f"missing slice(s): gap of {g:.3f} mm before this slice (after {files[keep[k]].name}), "
+                f"median spacing {dz:.3f} mm",
+            )
+    tol = spacing_rtol * dz + position_atol_mm
+    for k, g in enumerate(gaps):
+        if abs(g - dz) > tol:
+            raise DicomError(
+                files[keep[k + 1]],
+                f"non-uniform slice spacing: gap of {g:.3f} mm before this slice, median {dz:.3f} mm",
+            )
+
+    # --- rescale tags
+    modality = str(ds0.get("Modality", "") or "").upper()
+    rescale_assumed = False
+    slopes, intercepts = [], []
+    for i in keep:
+        p, ds = headers[i]
+        m, b = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+        if m is None or b is None:
+            if modality in ("CT", ""):
+                raise DicomError(
+                    p, f"CT slice without RescaleSlope/RescaleIntercept (Type 1 in the CT Image module): "
+                    f"cannot convert to HU (Modality {modality or 'missing'})"
+                )
+            rescale_assumed = True
+            m = 1.0 if m is None else m
+            b = 0.0 if b is None else b
+        slopes.append(float(m))
+        intercepts.append(float(b))
+        if slopes[-1] == 0 or not np.isfinite(slopes[-1]) or not np.isfinite(intercepts[-1]):
+            raise DicomError(p, f"invalid rescale: slope {m}, intercept {b}")
+    if rescale_assumed:
+        warnings.warn(
+            f"{directory}: Modality {modality} without rescale tags: assuming slope 1, intercept 0",
+            stacklevel=3,
+        )
+
+    # --- pixels
+    hu = np.empty((len(keep), rows, cols), dtype=np.int16)
+    for z, i in enumerate(keep):
+        p, ds = headers[i]
+        stored = _decode_stored(p, ds, rows=rows, cols=cols, slope=slopes[z], intercept=intercepts[z])
+        hu[z] = stored_to_hu(stored, slopes[z], intercepts[z], clip_low=clip_low, clip_high=clip_high)
+
+    dy, dx = (float(ps0[0]), float(ps0[1])) if ps0 is not None else (float("nan"),) * 2
+    first = ipps[keep[0]]
+    origin = tuple(float(v) for v in first) if first is not None else (0.0, 0.0, float(pos[0]))
+    direction = np.column_stack([row_dir, col_dir, normal])
+    tsyntax = getattr(getattr(ds0, "file_meta", None), "TransferSyntaxUID", None)
+    meta = {
+        "format": "dicom",
+        "n_files": len(files),
+        "n_duplicates_dropped": len(dropped),
+        "duplicates_dropped": dropped,
+        "sorted_by": sort_key,
+        "slice_positions_mm": pos.tolist(),
+        "files": [files[i].name for i in keep],
+        "series_instance_uid": next(iter(uids)),
+        "modality": modality,
+        "transfer_syntax": str(tsyntax) if tsyntax is not None else None,
+        "rescale_slope": slopes[0],
+        "rescale_intercept": intercepts[0],
+        "rescale_assumed": rescale_assumed,
+        "frame": "LPS",
+    }
+    return CTVolume(hu=hu, spacing_mm=(dz, dy, dx), origin_mm=origin, direction=direction,
+                    source=str(directory), is_hu=True, meta=meta)
+
+
+# ------------------------------------------------------------------------ NIfTI
+
+_LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def read_nifti(
+    path: str | os.PathLike,
+    *,
+    is_hu: bool = True,
+    orientation: str = "LPS",
+    max_dim: int = 4096,
+    max_voxels: int = 2**29,
+) -> CTVolume:
+    """Read a 3D NIfTI volume, reoriented and transposed to (z, y, x).
+
+    The image is brought to the closest canonical (RAS+) orientation with
+    ``nib.as_closest_canonical`` and transposed to (z, y, x). With
+    ``orientation="LPS"`` (default) the y and x axes are then flipped so that
+    the array matches an axial DICOM series (rows towards posterior, columns
+    towards the patient's left; see the module docstring); ``"RAS"`` keeps the
+    canonical axes (y anterior, x right).
+
+    Parameters
+    ----------
+    path : path to ``.nii`` or ``.nii.gz``
+    is_hu : bool
+        True: values are HU, rounded to int16 (out-of-range values are an error).
+        False: values are kept (integer types as stored, floats as float32).
+    orientation : {"LPS", "RAS"}
+    max_dim, max_voxels : int
+        Upper bounds on each dimension and on the voxel count (absurd headers).
+
+    Returns
+    -------
+    CTVolume with spacing (dz, dy, dx) in mm from the reoriented affine.
+
+    Raises
+    ------
+    NiftiError
+        Not NIfTI, truncated/corrupt gzip, not 3D (a singleton 4th dimension is
+        squeezed), NaN/inf values, zero/negative/non-finite spacing, absurd
+        dimensions, values outside int16 when ``is_hu``.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if orientation not in ("LPS", "RAS"):
+        raise ValueError(f"orientation must be 'LPS' or 'RAS', got {orientation!r}")
+    if not path.is_file():
+        raise NiftiError(path, "no such file")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # ImageFileError, gzip/zlib errors, EOFError
+        raise NiftiError(path, f"not a readable NIfTI file (corrupt or truncated?): {exc}") from exc
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise NiftiError(path, f"not a NIfTI image ({type(img).__name__})")
+
+    shape = tuple(int(s) for s in img.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        img = img.slicer[..., 0]
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise NiftiError(path, f"not a 3D volume: shape {shape}")
+    if min(shape) < 2:
+        raise NiftiError(path, f"not a 3D volume (a dimension of size < 2): shape {shape}")
+    if max(shape) > max_dim or int(np.prod(shape, dtype=np.int64)) > max_voxels:
+        raise NiftiError(path, f"absurd dimensions {shape} (max {max_dim} per axis, {max_voxels} voxels)")
+    # nibabel silently "fixes" zero/negative pixdim on load: check the raw header.
+    try:
+        from nibabel.openers import ImageOpener
+
+        with ImageOpener(str(path)) as fobj:
+            raw_hdr = type(img.header).from_fileobj(fobj, check=False)
+        zooms = np.asarray(raw_hdr["pixdim"][1:4], dtype=float)
+    except Exception as exc:
+        raise NiftiError(path, f"unreadable NIfTI header: {exc}") from exc
+    if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
+        raise NiftiError(path, f"zero, negative or non-finite voxel spacing (pixdim) {tuple(zooms)}")
+    if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < 1e-12:
+        raise NiftiError(path, "singular or non-finite affine")
+
+    axcodes = "".join(str(c) for c in nib.aff2axcodes(img.affine))
+    try:
+        img = nib.as_closest_canonical(img)
+        data = np.asanyarray(img.dataobj)
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
+        raise NiftiError(path, f"cannot read image data (truncated or corrupt gzip?): {exc}") from exc
+
+    if np.issubdtype(data.dtype, np.floating):
+        if not np.all(np.isfinite(data)):
+            raise NiftiError(path, f"{int(np.size(data) - np.isfinite(data).sum())} NaN/inf voxel values")
+    elif not np.issubdtype(data.dtype, np.integer) and data.dtype != bool:
+        raise NiftiError(path, f"unsupported voxel type {data.dtype}")
+
+    if is_hu:
+        lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
+        if lo < _INT16_MIN or hi > _INT16_MAX:
+            raise NiftiError(path, f"values {lo}..{hi} do not fit int16 HU")
+        data = np.rint(data).astype(np.int16) if np.issubdtype(data.dtype, np.floating) \
+            else data.astype(np.int16, copy=False)
+    elif np.issubdtype(data.dtype, np.floating):
+        data = data.astype(np.float32, copy=False)
+
+    aff = img.affine
+    arr = np.transpose(data, (2, 1, 0))  # (i=R, j=A, k=S) -> (z=S, y=A, x=R)
+    n_i, n_j = data.shape[0], data.shape[1]
+    col_z, col_y, col_x = aff[:3, 2], aff[:3, 1], aff[:3, 0]
+    origin_ras = aff[:3, 3].copy()
+    if orientation == "LPS":
+        arr = arr[:, ::-1, ::-1]
+        origin_ras = aff[:3, :3] @ np.array([n_i - 1, n_j - 1, 0]) + aff[:3, 3]
+        col_y, col_x = -col_y, -col_x
+    arr = np.ascontiguousarray(arr)
+    spacing = tuple(float(np.linalg.norm(c)) for c in (col_z, col_y, col_x))
+    direction = _LPS_FROM_RAS @ np.column_stack([c / np.linalg.norm(c) for c in (col_x, col_y, col_z)])
+    origin = tuple(float(v) for v in _LPS_FROM_RAS @ origin_ras)
+    meta = {"format": "nifti", "orientation": orientation, "frame": "LPS",
+            "original_axcodes": axcodes}
+    return CTVolume(hu=arr, spacing_mm=spacing, origin_mm=origin, direction=direction,
+                    source=str(path), is_hu=is_hu, meta=meta)
+
+
+def _affine_from_volume(spacing_mm: Sequence[float], origin_mm: Sequence[float],
+                        direction: np.ndarray) -> np.ndarray:
+    """RAS affine for the (x, y, z)-transposed array of a (z, y, x) LPS volume."""
+    d = _LPS_FROM_RAS @ np.asarray(direction, dtype=float)  # to RAS; columns (x, y, z)
+    sz, sy, sx = (float(s) for s in spacing_mm)
+    aff = np.eye(4)
+    aff[:3, 0] = d[:, 0] * sx
+    aff[:3, 1] = d[:, 1] * sy
+    aff[:3, 2] = d[:, 2] * sz
+    aff[:3, 3] = _LPS_FROM_RAS @ np.asarray(origin_mm, dtype=float)
+    return aff
+
+
+def write_nifti(
+    volume_or_array: CTVolume | np.ndarray,
+    spacing_mm: Sequence[float] | None,
+    path: str | os.PathLike,
+) -> Path:
+    """Write a (z, y, x) volume to NIfTI atomically (temp file + ``os.replace``).
+
+    Parameters
+    ----------
+    volume_or_array : CTVolume or np.ndarray (z, y, x)
+        A plain array is taken to lie in the DICOM-like frame of this module
+        (identity LPS direction, origin 0).
+    spacing_mm : (dz, dy, dx) in mm, or None to use the CTVolume's spacing.
+    path : target ``.nii`` or ``.nii.gz``
+
+    Returns
+    -------
+    Path of the written file. :func:`read_nifti` reads it back to the same
+    array and spacing.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if isinstance(volume_or_array, CTVolume):
+        vol = volume_or_array
+        arr, origin, direction = vol.hu, vol.origin_mm, vol.direction
+        spacing = vol.spacing_mm if spacing_mm is None else spacing_mm
+    else:
+        arr, origin, direction = np.asarray(volume_or_array), (0.0, 0.0, 0.0), np.eye(3)
+        if spacing_mm is None:
+            raise ValueError("spacing_mm is required for a plain array")
+        spacing = spacing_mm
+    if arr.ndim != 3:
+        raise InputError(path, f"write_nifti needs a 3D (z, y, x) array, got shape {arr.shape}")
+    sp = np.asarray(spacing, dtype=float)
+    if sp.shape != (3,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+        raise InputError(path, f"invalid spacing {tuple(sp)} for NIfTI output")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    affine = _affine_from_volume(sp, origin, direction)
+    img = nib.Nifti1Image(np.transpose(arr, (2, 1, 0)), affine)
+    img.header.set_qform(affine, code=1)
+    img.header.set_sform(affine, code=1)
+    name = path.name
+    suffix = ".nii.gz" if name.endswith(".nii.gz") else ".nii"
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        raise InputError(path, "NIfTI output must end with .nii or .nii.gz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ------------------------------------------------------------------- PNG stacks
+
+
+def _numeric_key(p: Path) -> tuple:
+    parts = re.split(r"(\d+)", p.stem)
+    return tuple((0, int(s)) if s.isdigit() else (1, s) for s in parts if s != "")
+
+
+def read_png_stack(directory: str | os.PathLike, *, suffixes: Sequence[str] = _PNG_SUFFIXES) -> CTVolume:
+    """Read a CC-CCII-style stack of 8-bit PNG slices (already windowed).
+
+    Files are sorted numerically by stem (``2.png`` before ``10.png``). There
+    are no HU and no spacing: ``is_hu=False``, ``spacing_mm=(nan, nan, nan)``
+    and ``meta["spacing_known"] = False``.
+
+    Returns
+    -------
+    CTVolume with ``hu`` uint8 (z, y, x).
+
+    Raises
+    ------
+    ImageError
+        Naming the file: unreadable/truncated image, not 8-bit greyscale
+        (RGB with unequal channels), image size differing from the first.
+    """
+    from PIL import Image
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ImageError(directory, "not a directory of PNG slices")
+    files = sorted((p for p in directory.iterdir()
+                    if p.is_file() and p.suffix.lower() in suffixes), key=_numeric_key)
+    if not files:
+        raise ImageError(directory, f"no {'/'.join(suffixes)} files")
+    slices: list[np.ndarray] = []
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                mode = im.mode
+                if mode == "L":
+                    a = np.asarray(im, dtype=np.uint8)
+                elif mode in ("RGB", "RGBA", "LA", "P"):
+                    rgb = np.asarray(im.convert("RGB"))
+                    if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+                        raise ImageError(p, f"colour image (mode {mode}); expected 8-bit greyscale CT")
+                    a = np.ascontiguousarray(rgb[..., 0])
+                else:
+                    raise ImageError(p, f"unsupported image mode {mode}; expected 8-bit greyscale")
+        except ImageError:
+            raise
+        except Exception as exc:  # truncated, not an image, decompression bomb
+            raise ImageError(p, f"unreadable image (truncated or corrupt?): {exc}") from exc
+        if slices and a.shape != slices[0].shape:
+            raise ImageError(p, f"image size {a.shape[::-1]} differs from {slices[0].shape[::-1]} of {files[0].name}")
+        slices.append(a)
+    if len(slices) < 2:
+        raise ImageError(files[0], "single slice: 2D data, not a volume")
+    vol = np.stack(slices)
+    nan = float("nan")
+    meta = {"format": "png", "spacing_known": False, "windowed": True,
+            "files": [p.name for p in files]}
+    return CTVolume(hu=vol, spacing_mm=(nan, nan, nan), source=str(directory), is_hu=False, meta=meta)
+
+
+# --------------------------------------------------------------- ITK (MHA etc.)
+
+
+def read_itk_image(path: str | os.PathLike, *, is_hu: bool = True) -> CTVolume:
+    """Read a 3D MetaImage/NRRD (e.g. STOIC2021 ``.mha``) with SimpleITK.
+
+    SimpleITK arrays are already (z, y, x) in the LPS frame. Raises
+    :class:`~reprolib.errors.InputError` when unreadable or not 3D.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    try:
+        img = sitk.ReadImage(str(path))
+    except Exception as exc:
+        raise InputError(path, f"unreadable image: {exc}") from exc
+    if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(path, f"not a 3D scalar volume (dimension {img.GetDimension()})")
+    arr = sitk.GetArrayFromImage(img)
+    if is_hu:
+        if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+            raise InputError(path, "NaN/inf voxel values")
+        arr = np.clip(np.rint(arr), _INT16_MIN, _INT16_MAX).astype(np.int16)
+    sx, sy, sz = img.GetSpacing()
+    d = np.asarray(img.GetDirection(), dtype=float).reshape(3, 3)  # columns: x, y, z axes (same convention)
+    return CTVolume(hu=arr, spacing_mm=(sz, sy, sx), origin_mm=tuple(img.GetOrigin()),
+                    direction=d, source=str(path), is_hu=is_hu,
+                    meta={"format": "itk", "frame": "LPS"})
+
+
+# --------------------------------------------------------------------- dispatch
+
+
+def read_ct(path: str | os.PathLike, **kwargs: Any) -> CTVolume:
+    """Read a CT from a DICOM folder, a PNG-slice folder, NIfTI or MHA/NRRD.
+
+    Folders holding PNG files are PNG stacks, other folders DICOM series;
+    files dispatch on their suffix. Keyword arguments go to the reader.
+    """
+    path = Path(path)
+    if path.is_dir():
+        names = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+        if any(p.suffix.lower() in _PNG_SUFFIXES for p in names):
+            return read_png_stack(path, **kwargs)
+        return read_dicom_series(path, **kwargs)
+    if not path.exists():
+        raise InputError(path, "no such file or directory")
+    name = path.name.lower()
+    if name.endswith(_NIFTI_SUFFIXES):
+        return read_nifti(path, **kwargs)
+    if name.endswith(_ITK_SUFFIXES):
+        return read_itk_image(path, **kwargs)
+    if name.endswith(".dcm"):
+        raise DicomError(path, "a single DICOM file; pass the folder that holds the whole series")
+    raise InputError(path, "unknown CT format (expected a DICOM/PNG folder, .nii[.gz], .mha, .nrrd)")

@@ -1,0 +1,1350 @@
+"""Training and inference engine shared by the U-Net, DeCoVNet and 2DClfNet (spec §4, §5).
+
+Contents
+--------
+* :class:`TrainConfig` — every training knob, with the spec's defaults.
+* Volume augmentation (spec §5 "Augmentation", §4 for the U-Net): small callables
+  on a ``(C, T, H, W)`` float32 tensor, channel 0 = CT / 255, channel 1 = lung mask.
+  One random draw per volume (:meth:`sample` with a ``torch.Generator``), applied
+  identically to every slice (:meth:`apply`); geometric transforms are one
+  ``affine_grid``/``grid_sample`` call with the T slices as channels (no Python loop);
+  the mask is resampled with nearest neighbour (stays {0, 1}); intensity changes touch
+  the CT channel only. :class:`OfficialAugment`, :class:`SeedAugment`,
+  :class:`IntensityAugment`, :class:`Compose`, :func:`make_augment`.
+* :class:`VolumeDataset`, :func:`oversample_indices`.
+* :func:`fit` (whole-volume classifiers), :func:`fit_unet` (2D U-Net on slabs of
+  slices), both resumable from ``checkpoint_dir/last.pt`` with bitwise-identical
+  results on CPU, returning a :class:`History`.
+* :func:`predict_volumes`, :func:`segment_volume`.
+* :func:`save_checkpoint`, :func:`load_checkpoint` — plain tensors + JSON metadata,
+  sha256 sidecar, atomic writes, ``torch.load(weights_only=True)``.
+
+Randomness
+----------
+Shuffling, oversampling and augmentation draws do not consume a global stream: each
+is derived from ``(cfg.seed, epoch, step)`` (:func:`step_generator`), so a resumed
+run draws exactly what an uninterrupted run would. Global Python / NumPy / torch
+states (dropout, user code) are seeded from ``cfg.seed`` and saved in ``last.pt``.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ChecksumError, ConfigError, InputError, VolumeError
+
+__all__ = [
+    "DECOVNET_LR",
+    "UNET_LR",
+    "TrainConfig",
+    "History",
+    "seed_everything",
+    "step_generator",
+    "affine_theta",
+    "warp_volume",
+    "adjust_brightness",
+    "adjust_contrast",
+    "IntensityAugment",
+    "OfficialAugment",
+    "SeedAugment",
+    "Compose",
+    "make_augment",
+    "VolumeDataset",
+    "oversample_indices",
+    "class_weights",
+    "fit",
+    "fit_unet",
+    "predict_volumes",
+    "segment_volume",
+    "binary_auc",
+    "save_checkpoint",
+    "load_checkpoint",
+    "file_sha256",
+]
+
+#: Adam learning rate of the official DeCoVNet config (spec §5).
+DECOVNET_LR = 1e-5
+#: Adam learning rate of the official U-Net config (spec §4).
+UNET_LR = 1e-3
+CHECKPOINT_FORMAT = "covid-repro-checkpoint/1"
+_BALANCE = ("oversample", "weighted_ce", "none")
+_AUGMENT = ("official", "seed", "none")
+# Keys of TrainConfig that must match when resuming from last.pt.
+_RESUME_MUST_MATCH = ("lr", "weight_decay", "batch", "balance", "augment", "seed")
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (spec §4–5 defaults).
+
+    Attributes
+    ----------
+    epochs : int
+        Number of epochs (spec §5 book default 100).
+    lr : float or None
+        Adam learning rate, constant; ``None`` = :data:`DECOVNET_LR` (1e-5) in
+        :func:`fit`, :data:`UNET_LR` (1e-3) in :func:`fit_unet`.
+    weight_decay : float
+        Adam weight decay (0).
+    batch : int
+        Volumes per step (1: T differs between volumes; >1 needs equal shapes).
+    balance : str
+        ``"oversample"`` (minority class topped up to parity with random duplicates
+        before each epoch), ``"weighted_ce"`` (inverse-frequency class weights) or
+        ``"none"``.
+    augment : str
+        ``"official"`` | ``"seed"`` | ``"none"`` (see :func:`make_augment`).
+    seed : int
+        Seeds Python, NumPy and torch, and every per-step draw.
+    device : str
+        ``"cpu"``, ``"cuda"``, ``"cuda:0"`` ... or ``"auto"`` (cuda when available).
+    validate_every : int
+        Validate every this many epochs (and after the last one).
+    checkpoint_dir : str or Path or None
+        Where ``last.pt`` / ``best.pt`` go; ``None`` = no checkpoints, no resume.
+    bn_eval : bool
+        BatchNorm in eval mode (running statistics) at validation time; ``False`` =
+        batch statistics as in the official scripts.
+    max_threads : int or None
+        ``torch.set_num_threads`` during training (restored afterwards).
+    progress : bool
+        tqdm bars (epoch and step, with running loss).
+    """
+
+    epochs: int = 100
+    lr: float | None = None
+    weight_decay: float = 0.0
+    batch: int = 1
+    balance: str = "oversample"
+    augment: str = "official"
+    seed: int = 0
+    device: str = "cpu"
+    validate_every: int = 2
+    checkpoint_dir: str | os.PathLike | None = None
+    bn_eval: bool = True
+    max_threads: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.balance not in _BALANCE:
+            raise ConfigError(None, f"balance must be one of {_BALANCE}, got {self.balance!r}")
+        if self.augment not in _AUGMENT:
+            raise ConfigError(None, f"augment must be one of {_AUGMENT}, got {self.augment!r}")
+        if int(self.epochs) < 0 or int(self.batch) < 1 or int(self.validate_every) < 1:
+            raise ConfigError(None, f"need epochs >= 0, batch >= 1, validate_every >= 1; got "
+                                    f"{self.epochs}, {self.batch}, {self.validate_every}")
+        if self.lr is not None and not (self.lr > 0):
+            raise ConfigError(None, f"lr must be positive, got {self.lr!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (paths as strings)."""
+        d = asdict(self)
+        d["checkpoint_dir"] = None if self.checkpoint_dir is None else str(self.checkpoint_dir)
+        return d
+
+
+@dataclass
+class History:
+    """Per-epoch record of a training run.
+
+    Lists are aligned by epoch (1-based ``epoch``); validation entries are NaN in
+    epochs without validation. ``val_auc`` is used by :func:`fit`, ``val_miou`` and
+    ``val_dice`` by :func:`fit_unet`. ``seconds`` = wall time of the epoch,
+    validation included.
+    """
+
+    epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_auc: list[float] = field(default_factory=list)
+    val_miou: list[float] = field(default_factory=list)
+    val_dice: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_path: str | None = None
+    last_path: str | None = None
+    resumed_from_epoch: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (NaN -> None)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = [None if isinstance(x, float) and math.isnan(x) else x for x in v] \
+                if isinstance(v, list) else v
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "History":
+        kw = {}
+        for f in fields(cls):
+            if f.name not in d:
+                continue
+            v = d[f.name]
+            if isinstance(v, list) and f.name != "epoch":
+                v = [float("nan") if x is None else float(x) for x in v]
+            kw[f.name] = v
+        return cls(**kw)
+
+    def append(self, epoch: int, train_loss: float, seconds: float, **val: float) -> None:
+        self.epoch.append(int(epoch))
+        self.train_loss.append(float(train_loss))
+        self.seconds.append(float(seconds))
+        for name in ("val_loss", "val_auc", "val_miou", "val_dice"):
+            getattr(self, name).append(float(val.get(name, float("nan"))))
+
+
+# ---------------------------------------------------------------------- randomness
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's legacy global RNG and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _derive_seed(*keys: int) -> int:
+    """A 63-bit seed derived from integer keys (NumPy SeedSequence hashing)."""
+    state = np.random.SeedSequence([int(k) % 2**32 for k in keys]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1
+
+
+def step_generator(seed: int, epoch: int, step: int, salt: int = 0xA06) -> torch.Generator:
+    """CPU ``torch.Generator`` for the draws of one training step (augmentation, slices)."""
+    return torch.Generator().manual_seed(_derive_seed(salt, seed, epoch, step))
+
+
+def _epoch_rng(seed: int, epoch: int, salt: int = 0x5E0) -> np.random.Generator:
+    return np.random.default_rng(_derive_seed(salt, seed, epoch))
+
+
+def _rng_state() -> dict[str, Any]:
+    """Global Python / NumPy states as JSON-able values."""
+    py = random.getstate()
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": [py[0], list(py[1]), py[2]],
+            "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    v, keys, g = state["python"]
+    random.setstate((v, tuple(keys), g))
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+
+
+def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=gen, dtype=torch.float64))
+
+
+def _randint(gen: torch.Generator, lo: int, hi: int) -> int:
+    """Integer uniform on the closed range [lo, hi]."""
+    return int(torch.randint(int(lo), int(hi) + 1, (), generator=gen))
+
+
+def _grid_factor(gen: torch.Generator, half_range: float, step: float = 0.1) -> float:
+    """``1 + round(U(-r, r), 1)``: a factor on the 0.1 grid (official code)."""
+    k = round(_uniform(gen, -half_range, half_range) / step)
+    return round(1.0 + k * step, 10)
+
+
+# --------------------------------------------------------------- augmentation math
+
+
+def affine_theta(
+    hw: tuple[int, int],
+    angle_deg: float = 0.0,
+    translate_px: tuple[float, float] = (0.0, 0.0),
+    scale: float = 1.0,
+    shear_deg: float = 0.0,
+    hflip: bool = False,
+) -> torch.Tensor:
+    """Normalised ``affine_grid`` matrix for an image-centred affine.
+
+    The forward map (input -> output pixel, centred coordinates, x right, y down) is
+    ``p_out = Flip · (R(angle) · Sh(shear) · S(scale) · p_in + t)``, with R counter-
+    clockwise on screen for positive angles, ``Sh = [[1, tan shear], [0, 1]]`` and
+    Flip the horizontal mirror. The returned matrix is its inverse (output -> input)
+    in ``align_corners=False`` normalised coordinates.
+
+    Returns
+    -------
+    torch.Tensor, (2, 3) float32.
+    """
+    h, w = int(hw[0]), int(hw[1])
+    a = math.radians(angle_deg)
+    c, s = math.cos(a), math.sin(a)
+    rot = np.array([[c, s], [-s, c]])
+    sh = np.array([[1.0, math.tan(math.radians(shear_deg))], [0.0, 1.0]])
+    fwd = rot @ sh * float(scale)
+    flip = np.diag([-1.0 if hflip else 1.0, 1.0])
+    t = np.asarray(translate_px, dtype=np.float64)
+    # p_out = flip (fwd p_in + t)  =>  p_in = fwd^-1 (flip p_out - t)
+    inv = np.linalg.inv(fwd)
+    a_pix = inv @ flip
+    b_pix = -inv @ t
+    n = np.diag([w / 2.0, h / 2.0])  # normalised -> centred pixels (align_corners=False)
+    n_inv = np.diag([2.0 / w, 2.0 / h])
+    theta = np.zeros((2, 3))
+    theta[:, :2] = n_inv @ a_pix @ n
+    theta[:, 2] = n_inv @ b_pix
+    return torch.as_tensor(theta, dtype=torch.float32)
+
+
+def warp_volume(x: torch.Tensor, theta: torch.Tensor, mask_channels: Sequence[int] = (1,),
+                padding_value: float = 0.0) -> torch.Tensor:
+    """Apply one 2D affine to every slice of a ``(C, T, H, W)`` volume.
+
+    The T slices are the channels of a single ``grid_sample`` call, so the same grid
+    serves all slices. Channels in ``mask_channels`` use nearest neighbour (values stay
+    in their set, e.g. {0, 1}); the others bilinear. Outside the image: 0
+    (``padding_value`` is added to and subtracted from non-mask channels).
+
+    Returns
+    -------
+    torch.Tensor, (C, T, H, W), dtype of ``x``.
+    """
+    if x.dim() != 4:
+        raise VolumeError(None, f"warp_volume needs (C, T, H, W), got shape {tuple(x.shape)}")
+    c, t, h, w = x.shape
+    grid = F.affine_grid(theta.to(x.device, torch.float32)[None], [1, 1, h, w], align_corners=False)
+    out = torch.empty_like(x)
+    for ch in range(c):  # at most 2 channels; the slice axis is vectorised
+        mode = "nearest" if ch in mask_channels else "bilinear"
+        src = x[ch][None].float()
+        if padding_value and ch not in mask_channels:
+            src = src - padding_value
+        res = F.grid_sample(src, grid, mode=mode, padding_mode="zeros", align_corners=False)[0]
+        if padding_value and ch not in mask_channels:
+            res = res + padding_value
+        out[ch] = res
+    return out
+
+
+def adjust_brightness(ct: torch.Tensor, factor: float) -> torch.Tensor:
+    """``clip(factor · ct, 0, 1)`` (PIL/torchvision brightness); ``ct`` in [0, 1]."""
+    return (ct * factor).clamp_(0.0, 1.0)
+
+
+def adjust_contrast(ct: torch.Tensor, factor: float, per_slice: bool = True) -> torch.Tensor:
+    """Blend with the mean grey level: ``clip(f · ct + (1 − f) · mean, 0, 1)``.
+
+    ``ct``: (..., H, W) in [0, 1]. ``per_slice=True`` uses each slice's own mean (as
+    torchvision applied slice by slice); ``False`` one mean for the whole tensor.
+    """
+    mean = ct.mean(dim=(-2, -1), keepdim=True) if per_slice else ct.mean()
+    return (ct * factor + (1.0 - factor) * mean).clamp_(0.0, 1.0)
+
+
+# ------------------------------------------------------------- augmentation classes
+
+
+class _Augment:
+    """Base: ``sample(gen) -> dict``; ``apply(x, params) -> x'``; ``__call__(x, gen)``."""
+
+    def sample(self, gen: torch.Generator) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def apply(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def neutral(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        """Parameters that leave the input unchanged."""
+        raise NotImplementedError
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        return self.apply(x, self.sample(gen if gen is not None else torch.Generator().manual_seed(0)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+def _check_vol(x: torch.Tensor) -> None:
+    if x.dim() != 4:
+        raise VolumeError(None, f"augmentation needs a (C, T, H, W) tensor, got shape {tuple(x.shape)}")
+
+
+class IntensityAugment(_Augment):
+    """Brightness then contrast on the CT channel (U-Net, spec §4; part of "official").
+
+    Draws ``brightness = 1 + round(U(−b, b), 1)`` and ``contrast = 1 + round(U(−c, c), 1)``.
+    """
+
+    def __init__(self, brightness: float = 0.5, contrast: float = 0.3, ct_channels: Sequence[int] = (0,),
+                 per_slice_mean: bool = True):
+        self.brightness = float(brightness)
+        self.contrast = float(contrast)
+        self.ct_channels = tuple(ct_channels)
+        self.per_slice_mean = bool(per_slice_mean)
+
+    def sample(self, gen: torch.Generator) -> dict[str, Any]:
+        return {"brightness": _grid_factor(gen, self.brightness), "contrast": _grid_factor(gen, self.contrast)}
+
+    def neutral(self) -> dict[str, Any]:
+        return {"brightness": 1.0, "contrast": 1.0}
+
+    def apply(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+        _check_vol(x)
+        out = x.clone()
+        for ch in self.ct_channels:
+            ct = adjust_brightness(out[ch], params["brightness"])
+            out[ch] = adjust_contrast(ct, params["contrast"], self.per_slice_mean)
+        return out
+
+
+class OfficialAugment(_Augment):
+    """Official-code augmentation (spec §5): affine, then brightness and contrast.
+
+    Draws: rotation integer in [−10°, 10°]; translation integer px in
+    [−round(0.1·W), round(0.1·W)] × [−round(0.1·H), …] (``round(U(−0.1·W, 0.1·W))``);
+    scale ``1 + round(U(−0.2, 0.2), 1)`` ∈ {0.8, …, 1.2}; shear integer in [−10°, 10°];
+    brightness ``1 + round(U(−0.5, 0.5), 1)``; contrast ``1 + round(U(−0.3, 0.3), 1)``.
+    Bilinear for the CT, nearest for the mask; zero outside the image.
+    """
+
+    def __init__(self, degrees: int = 10, translate: float = 0.1, scale: float = 0.2, shear: int = 10,
+                 brightness: float = 0.5, contrast: float = 0.3, mask_channels: Sequence[int] = (1,),
+                 ct_channels: Sequence[int] = (0,)):
+        self.degrees = int(degrees)
+        self.translate = float(translate)
+        self.scale = float(scale)
+        self.shear = int(shear)
+        self.mask_channels = tuple(mask_channels)
+        self.intensity = IntensityAugment(brightness, contrast, ct_channels)
+        self._hw: tuple[int, int] | None = None
+
+    def sample(self, gen: torch.Generator, hw: tuple[int, int] | None = None) -> dict[str, Any]:
+        """Draw parameters; ``hw`` (H, W) bounds the translation (defaults to the last
+        volume seen, else translation is drawn as a fraction and scaled in ``apply``)."""
+        hw = hw or self._hw
+        p: dict[str, Any] = {"angle": _randint(gen, -self.degrees, self.degrees)}
+        fx, fy = _uniform(gen, -self.translate, self.translate), _uniform(gen, -self.translate, self.translate)
+        if hw is None:
+            p["translate_frac"] = (fx, fy)
+        else:
+            p["translate"] = (int(round(fx * hw[1])), int(round(fy * hw[0])))
+        p["scale"] = _grid_factor(gen, self.scale)
+        p["shear"] = _randint(gen, -self.shear, self.shear)
+        p.update(self.intensity.sample(gen))
+        return p
+
+    def neutral(self) -> dict[str, Any]:
+        return {"angle": 0, "translate": (0, 0), "scale": 1.0, "shear": 0, **self.intensity.neutral()}
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        _check_vol(x)
+        g = gen if gen is not None else torch.Generator().manual_seed(0)
+        return self.apply(x, self.sample(g, hw=tuple(x.shape[-2:])))
+
+    def apply(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+        _check_vol(x)
+        h, w = x.shape[-2:]
+        if "translate" in params:
+            t = params["translate"]
+        else:
+            fx, fy = params["translate_frac"]
+            t = (int(round(fx * w)), int(round(fy * h)))
+        theta = affine_theta((h, w), params["angle"], t, params["scale"], params["shear"])
+        return self.intensity.apply(warp_volume(x, theta, self.mask_channels), params)
+
+
+class SeedAugment(_Augment):
+    """Seed-paper augmentation (spec §5), adapted to the non-square input.
+
+    Draws: centred crop of scale ``U(0.7, 1)`` with the input's aspect ratio, resized
+    back to (H, W); rotation ``U(−25°, 25°)``; horizontal flip with p = 0.5; contrast
+    factor ``U(0.5, 1.5)`` (CT only). Crop-resize, rotation and flip are composed into
+    one affine, so the volume is interpolated once.
+    """
+
+    def __init__(self, crop_scale: tuple[float, float] = (0.7, 1.0), degrees: float = 25.0,
+                 flip_p: float = 0.5, contrast: tuple[float, float] = (0.5, 1.5),
+                 mask_channels: Sequence[int] = (1,), ct_channels: Sequence[int] = (0,),
+                 per_slice_mean: bool = True):
+        self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
+        self.degrees = float(degrees)
+        self.flip_p = float(flip_p)
+        self.contrast = (float(contrast[0]), float(contrast[1]))
+        self.mask_channels = tuple(mask_channels)
+        self.ct_channels = tuple(ct_channels)
+        self.per_slice_mean = bool(per_slice_mean)
+
+    def sample(self, gen: torch.Generator) -> dict[str, Any]:
+        return {"crop_scale": _uniform(gen, *self.crop_scale),
+                "angle": _uniform(gen, -self.degrees, self.degrees),
+                "hflip": bool(_uniform(gen, 0.0, 1.0) < self.flip_p),
+                "contrast": _uniform(gen, *self.contrast)}
+
+    def neutral(self) -> dict[str, Any]:
+        return {"crop_scale": 1.0, "angle": 0.0, "hflip": False, "contrast": 1.0}
+
+    def apply(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+        _check_vol(x)
+        h, w = x.shape[-2:]
+        # crop of scale s resized back to (H, W) = zoom by 1/s about the centre
+        theta = affine_theta((h, w), params["angle"], (0.0, 0.0), 1.0 / params["crop_scale"], 0.0,
+                             hflip=params["hflip"])
+        out = warp_volume(x, theta, self.mask_channels)
+        for ch in self.ct_channels:
+            out[ch] = adjust_contrast(out[ch], params["contrast"], self.per_slice_mean)
+        return out
+
+
+class Compose(_Augment):
+    """Chain augmentations; ``sample`` returns ``{"steps": [params, ...]}``."""
+
+    def __init__(self, *augs: _Augment):
+        self.augs = list(augs)
+
+    def sample(self, gen: torch.Generator) -> dict[str, Any]:
+        return {"steps": [a.sample(gen) for a in self.augs]}
+
+    def neutral(self) -> dict[str, Any]:
+        return {"steps": [a.neutral() for a in self.augs]}
+
+    def apply(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+        for a, p in zip(self.augs, params["steps"]):
+            x = a.apply(x, p)
+        return x
+
+
+def make_augment(name: str | None, **kwargs: Any) -> _Augment | None:
+    """``"official"`` -> :class:`OfficialAugment`, ``"seed"`` -> :class:`SeedAugment`,
+    ``"none"``/``None`` -> ``None``; ``kwargs`` go to the constructor."""
+    if name in (None, "none"):
+        return None
+    if name == "official":
+        return OfficialAugment(**kwargs)
+    if name == "seed":
+        return SeedAugment(**kwargs)
+    raise ConfigError(None, f"unknown augmentation {name!r}; choose one of {_AUGMENT}")
+
+
+# ------------------------------------------------------------------------ datasets
+
+
+def _load_array(src: Any, key: str | None) -> np.ndarray:
+    """An ndarray from an array, a tensor, a ``.npy`` or a ``.npz`` path."""
+    if isinstance(src, np.ndarray):
+        return src
+    if isinstance(src, torch.Tensor):
+        return src.detach().cpu().numpy()
+    path = Path(src)
+    if not path.is_file():
+        raise InputError(path, "volume file not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if isinstance(data, np.ndarray):
+                return data
+            names = list(data.keys())
+            if key is not None and key in names:
+                return data[key]
+            if len(names) == 1:
+                return data[names[0]]
+            raise VolumeError(path, f"npz holds {names}; expected key {key!r} or a single array")
+    except VolumeError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
+        raise VolumeError(path, f"unreadable volume file ({exc})") from exc
+
+
+class VolumeDataset(torch.utils.data.Dataset):
+    """Whole-volume classification items.
+
+    Parameters
+    ----------
+    items : sequence of (source, label, case_id)
+        ``source``: ndarray / tensor (2, T, H, W) float32, or a path to a ``.npy`` or
+        ``.npz`` (array under ``key``, or its only array).
+    augment : callable or None
+        An augmentation with ``sample(gen)``/``apply(x, params)`` (or any
+        ``f(x, gen)``), applied by :meth:`load` when a generator is given.
+    key : str
+        Array name inside ``.npz`` files.
+
+    ``__getitem__(i)`` returns ``(x (2, T, H, W) float32 tensor, label int, case_id)``,
+    augmented with the dataset's own ``generator`` (seed 0) when ``augment`` is set.
+    """
+
+    def __init__(self, items: Sequence[tuple[Any, int, str]], augment: Callable | None = None,
+                 key: str = "x", generator: torch.Generator | None = None):
+        self.items = [(src, int(lab), str(cid)) for src, lab, cid in items]
+        self.augment = augment
+        self.key = key
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def labels(self) -> list[int]:
+        return [lab for _, lab, _ in self.items]
+
+    @property
+    def case_ids(self) -> list[str]:
+        return [cid for _, _, cid in self.items]
+
+    def load(self, i: int, generator: torch.Generator | None = None,
+             augment: bool = True) -> tuple[torch.Tensor, int, str]:
+        """Item ``i``; augmented only when ``augment`` and a generator are given."""
+        src, lab, cid = self.items[i]
+        arr = _load_array(src, self.key)
+        where = src if isinstance(src, (str, os.PathLike)) else cid
+        if arr.ndim != 4 or arr.shape[0] != 2:
+            raise VolumeError(where, f"expected a (2, T, H, W) volume, got shape {arr.shape}")
+        x = torch.as_tensor(np.asarray(arr, dtype=np.float32))
+        if not torch.isfinite(x).all():
+            raise VolumeError(where, "volume contains NaN or infinite values")
+        if augment and self.augment is not None and generator is not None:
+            x = self.augment(x, generator)
+        return x, lab, cid
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
+        return self.load(i, self.generator)
+
+
+def oversample_indices(labels: Sequence[int], rng: np.random.Generator) -> list[int]:
+    """All indices plus random duplicates that top every class up to the largest class.
+
+    Duplicates are drawn without replacement within a class (whole extra copies first
+    when a class needs more than its own size). The result is not shuffled.
+
+    Returns
+    -------
+    list of int, length ``n_classes · max count``.
+    """
+    labels = np.asarray(labels)
+    out = list(range(len(labels)))
+    if len(labels) == 0:
+        return out
+    classes, counts = np.unique(labels, return_counts=True)
+    top = counts.max()
+    for c, n in zip(classes, counts):
+        need = int(top - n)
+        if need == 0:
+            continue
+        idx = np.flatnonzero(labels == c)
+        reps, rest = divmod(need, len(idx))
+        extra = list(np.tile(idx, reps)) + list(rng.choice(idx, size=rest, replace=False))
+        out.extend(int(i) for i in extra)
+    return out
+
+
+def class_weights(labels: Sequence[int], n_classes: int = 2) -> torch.Tensor:
+    """Inverse-frequency CE weights ``n / (K · n_c)`` (absent classes get weight 0)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+    return torch.as_tensor(w, dtype=torch.float32)
+
+
+# ------------------------------------------------------------------------ metrics
+
+
+def binary_auc(y: Sequence[int], p: Sequence[float]) -> float:
+    """ROC AUC (scikit-learn); NaN when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y)
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(roc_auc_score(y, np.asarray(p, dtype=np.float64)))
+
+
+def _better(score: tuple[float, float], best: tuple[float, float] | None) -> bool:
+    """Higher primary metric wins (NaN counts as −inf), ties go to the lower loss."""
+    if best is None:
+        return True
+    key = lambda s: (s[0] if math.isfinite(s[0]) else -math.inf,  # noqa: E731
+                     -s[1] if math.isfinite(s[1]) else -math.inf)
+    return key(score) > key(best)
+
+
+# ---------------------------------------------------------------------- checkpoints
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+_GIT_CACHE: dict[str, Any] = {}
+
+
+def _git_state() -> dict[str, Any] | None:
+    if "state" not in _GIT_CACHE:
+        try:
+            from .provenance import git_state
+
+            _GIT_CACHE["state"] = git_state()
+        except Exception:  # provenance is optional here; never fail a save for it
+            _GIT_CACHE["state"] = None
+    return _GIT_CACHE["state"]
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    epoch: int | None = None, metadata: dict[str, Any] | None = None,
+                    tensors: dict[str, torch.Tensor] | None = None) -> str:
+    """Write a checkpoint atomically and its ``<path>.sha256`` sidecar.
+
+    The file is a plain dict loadable with ``torch.load(weights_only=True)``:
+    ``format``, ``model`` (state dict, CPU tensors), ``optimizer`` (state dict or
+    None), ``epoch``, ``metadata_json`` (JSON string: ``metadata`` plus ``epoch``,
+    ``torch`` version and ``git`` state) and ``tensors`` (extra tensors, e.g. RNG
+    states). The sidecar reads ``<hex>  <file name>`` (``sha256sum`` format).
+
+    Returns
+    -------
+    str, the file's hex SHA-256.
+    """
+    path = Path(path)
+    meta = dict(metadata or {})
+    meta.setdefault("epoch", epoch)
+    meta.setdefault("torch", torch.__version__)
+    meta.setdefault("git", _git_state())
+    try:
+        meta_json = json.dumps(meta, sort_keys=True, allow_nan=False, default=str)
+    except ValueError as exc:
+        raise ConfigError(path, f"checkpoint metadata must be JSON without NaN ({exc})") from exc
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": _to_cpu(optimizer.state_dict()) if optimizer is not None else None,
+        "epoch": None if epoch is None else int(epoch),
+        "metadata_json": meta_json,
+        "tensors": {k: v.detach().cpu() for k, v in (tensors or {}).items()},
+    }
+    _atomic_write(path, lambda f: torch.save(payload, f))
+    digest = file_sha256(path)
+    side = Path(f"{path}.sha256")
+    _atomic_write(side, lambda f: f.write(f"{digest}  {path.name}\n".encode()))
+    return digest
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def load_checkpoint(path: str | os.PathLike, expected_sha256: str | None = None, model: nn.Module | None = None,
+                    optimizer: torch.optim.Optimizer | None = None, verify: bool = True,
+                    strict: bool = True) -> dict[str, Any]:
+    """Verify and load a checkpoint written by :func:`save_checkpoint`.
+
+    The SHA-256 is checked against ``expected_sha256`` or else the ``.sha256``
+    sidecar (``verify=False`` skips the check). Loading uses
+    ``torch.load(map_location="cpu", weights_only=True)``: no arbitrary unpickling.
+
+    Returns
+    -------
+    dict with ``model`` (state dict), ``optimizer``, ``epoch``, ``metadata`` (parsed
+    JSON), ``tensors``, ``sha256``; the state is also loaded into ``model`` /
+    ``optimizer`` when given.
+
+    Raises
+    ------
+    ChecksumError
+        The digest differs (the message names the file).
+    InputError
+        The file or its sidecar is missing, or it is not a covid-repro checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "checkpoint not found")
+    digest = file_sha256(path)
+    if verify:
+        if expected_sha256 is None:
+            side = Path(f"{path}.sha256")
+            if not side.is_file():
+                raise InputError(path, f"no checksum: sidecar {side.name} missing and no expected_sha256 given")
+            text = side.read_text().split()
+            if not text:
+                raise InputError(side, "empty sha256 sidecar")
+            expected_sha256 = text[0]
+        if digest.lower() != expected_sha256.strip().lower():
+            raise ChecksumError(path, expected_sha256, digest)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(path, f"not a loadable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(path, f"not a {CHECKPOINT_FORMAT} file")
+    try:
+        meta = json.loads(payload["metadata_json"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(path, f"checkpoint metadata is not valid JSON ({exc})") from exc
+    if model is not None:
+        try:
+            model.load_state_dict(payload["model"], strict=strict)
+        except RuntimeError as exc:
+            raise InputError(path, f"weights do not fit the model: {exc}") from exc
+    if optimizer is not None:
+        if payload.get("optimizer") is None:
+            raise InputError(path, "checkpoint holds no optimizer state")
+        optimizer.load_state_dict(payload["optimizer"])
+    return {"model": payload["model"], "optimizer": payload.get("optimizer"), "epoch": payload.get("epoch"),
+            "metadata": meta, "tensors": payload.get("tensors", {}), "sha256": digest}
+
+
+# ------------------------------------------------------------------ engine helpers
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class _GlobalState:
+    """Set threads and deterministic algorithms for a run; restore them afterwards."""
+
+    def __init__(self, max_threads: int | None):
+        self.max_threads = max_threads
+
+    def __enter__(self) -> "_GlobalState":
+        self._threads = torch.get_num_threads()
+        self._det = torch.are_deterministic_algorithms_enabled()
+        self._warn = torch.is_deterministic_algorithms_warn_only_enabled()
+        if self.max_threads:
+            torch.set_num_threads(int(self.max_threads))
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        torch.set_num_threads(self._threads)
+        torch.use_deterministic_algorithms(self._det, warn_only=self._warn)
+
+
+class _BNSnapshot:
+    """Save BatchNorm running statistics on entry and restore them on exit."""
+
+    def __init__(self, model: nn.Module, active: bool):
+        self.model = model
+        self.active = active
+
+    def __enter__(self) -> None:
+        if self.active:
+            self._saved = {n: b.detach().clone() for n, b in self.model.named_buffers()}
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.active:
+            with torch.no_grad():
+                for n, b in self.model.named_buffers():
+                    b.copy_(self._saved[n])
+
+
+def _set_mode(model: nn.Module, bn_eval: bool) -> None:
+    """``model.eval()``, then BatchNorm in batch-statistics mode when ``bn_eval`` is False."""
+    model.eval()
+    try:
+        from .models import set_bn_eval
+    except ImportError:  # pragma: no cover - models always ships set_bn_eval
+        set_bn_eval = None
+    if set_bn_eval is not None:
+        set_bn_eval(model, bn_eval)
+    else:  # pragma: no cover
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train(not bn_eval)
+
+
+def _progress(iterable: Iterable, enabled: bool, **kw: Any):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, **kw)
+
+
+def _maybe_sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class _Run:
+    """What the generic loop needs from fit / fit_unet."""
+
+    kind: str
+    n_items: int
+    labels: Sequence[int] | None
+    step: Callable[[list[int], torch.Generator], float]  # (indices, gen) -> loss (after optimizer step)
+    validate: Callable[[], dict[str, float]] | None  # -> {"val_loss", "val_auc" | "val_miou", ...}
+    select_key: str  # "val_auc" or "val_miou"
+    lr: float
+
+
+def _check_resume(path: Path, saved: dict[str, Any], cfg: TrainConfig, kind: str, lr: float) -> None:
+    if saved.get("kind") != kind:
+        raise ConfigError(path, f"checkpoint is from a {saved.get('kind')!r} run, not {kind!r}")
+    old = saved.get("config", {})
+    now = cfg.to_dict()
+    now["lr"] = lr
+    diff = [k for k in _RESUME_MUST_MATCH if old.get(k) != now.get(k)]
+    if diff:
+        parts = ", ".join(f"{k}: {old.get(k)!r} -> {now.get(k)!r}" for k in diff)
+        raise ConfigError(path, f"cannot resume with a different configuration ({parts}); "
+                                f"use another checkpoint_dir or delete last.pt")
+
+
+def _train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, run: _Run) -> History:
+    """Epoch loop shared by :func:`fit` and :func:`fit_unet`: shuffling, balancing,
+    validation, best/last checkpoints and resumption."""
+    ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir is not None else None
+    last_path = ckpt_dir / "last.pt" if ckpt_dir else None
+    best_path = ckpt_dir / "best.pt" if ckpt_dir else None
+    history = History()
+    start = 0
+    best: tuple[float, float] | None = None
+    seed_everything(cfg.seed)
+    if last_path is not None and last_path.is_file():
+        ck = load_checkpoint(last_path, model=model, optimizer=optimizer)
+        saved = ck["metadata"]
+        _check_resume(last_path, saved, cfg, run.kind, run.lr)
+        history = History.from_dict(saved["history"])
+        start = int(ck["epoch"])
+        best = tuple(float("nan") if v is None else v for v in saved["best_score"]) if saved.get("best_score") else None
+        _set_rng_state(saved["rng"])
+        torch.set_rng_state(ck["tensors"]["torch_rng"])
+        if torch.cuda.is_available() and "cuda_rng" in ck["tensors"]:
+            torch.cuda.set_rng_state(ck["tensors"]["cuda_rng"])
+        history.resumed_from_epoch = start
+    history.last_path = str(last_path) if last_path else None
+
+    def metadata(epoch: int, extra: dict[str, Any]) -> dict[str, Any]:
+        cfgd = cfg.to_dict()
+        cfgd["lr"] = run.lr
+        return {"kind": run.kind, "config": cfgd, "seed": cfg.seed, "history": history.to_dict(),
+                "epoch": epoch, **extra}
+
+    epochs = _progress(range(start, cfg.epochs), cfg.progress, desc=f"{run.kind} epochs",
+                       initial=start, total=cfg.epochs)
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        rng = _epoch_rng(cfg.seed, epoch)
+        if cfg.balance == "oversample" and run.labels is not None:
+            order = oversample_indices(run.labels, rng)
+        else:
+            order = list(range(run.n_items))
+        order = [order[i] for i in rng.permutation(len(order))]
+        batches = [order[i:i + cfg.batch] for i in range(0, len(order), cfg.batch)]
+        model.train()
+        total, count = 0.0, 0
+        bar = _progress(batches, cfg.progress, desc=f"epoch {epoch + 1}", leave=False)
+        for step, idx in enumerate(bar):
+            loss = run.step(idx, step_generator(cfg.seed, epoch, step))
+            total += loss * len(idx)
+            count += len(idx)
+            if cfg.progress:
+                bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+        train_loss = total / max(count, 1)
+        n_done = epoch + 1
+        val: dict[str, float] = {}
+        if run.validate is not None and (n_done % cfg.validate_every == 0 or n_done == cfg.epochs):
+            val = run.validate()
+        history.append(n_done, train_loss, time.perf_counter() - t0, **val)
+        improved = False
+        if run.validate is None:
+            improved = True  # no validation set: best = last
+            score = (float("nan"), float("nan"))
+        elif val:
+            score = (val.get(run.select_key, float("nan")), val.get("val_loss", float("nan")))
+            improved = _better(score, best)
+        if improved:
+            best = score
+            history.best_epoch = n_done
+        if cfg.progress:
+            epochs.set_postfix(loss=f"{train_loss:.4f}", **{k: f"{v:.3f}" for k, v in val.items()})
+        if ckpt_dir is not None:
+            best_json = None if best is None else [None if not math.isfinite(v) else v for v in best]
+            if improved:
+                save_checkpoint(best_path, model, None, n_done,
+                                metadata(n_done, {"best_score": best_json, "select_key": run.select_key}))
+                history.best_path = str(best_path)
+            tensors = {"torch_rng": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                tensors["cuda_rng"] = torch.cuda.get_rng_state()
+            save_checkpoint(last_path, model, optimizer, n_done,
+                            metadata(n_done, {"best_score": best_json, "rng": _rng_state(),
+                                              "select_key": run.select_key}), tensors)
+    if ckpt_dir is not None and best_path.is_file():
+        history.best_path = str(best_path)
+    return history
+
+
+# ---------------------------------------------------------------- whole-volume fit
+
+
+def _load_item(dataset: Any, i: int, gen: torch.Generator | None, augment: bool) -> tuple[torch.Tensor, int, str]:
+    if hasattr(dataset, "load"):
+        return dataset.load(i, gen, augment=augment)
+    x, y, cid = dataset[i]
+    return torch.as_tensor(x, dtype=torch.float32), int(y), str(cid)
+
+
+def _dataset_labels(dataset: Any) -> list[int]:
+    labels = getattr(dataset, "labels", None)
+    if labels is not None:
+        return [int(v) for v in labels]
+    return [int(dataset[i][1]) for i in range(len(dataset))]
+
+
+def _logits_over(model: nn.Module, dataset: Any, device: torch.device, bn_eval: bool,
+                 progress: bool = False) -> tuple[np.ndarray, torch.Tensor, list[str], np.ndarray]:
+    """Run ``model`` over every volume (no augmentation). Returns labels, logits
+    (N, K) float32 CPU, case ids, seconds per volume (forward pass incl. transfer)."""
+    was_training = model.training
+    ys, outs, ids, secs = [], [], [], []
+    with _BNSnapshot(model, active=not bn_eval), torch.inference_mode():
+        _set_mode(model, bn_eval)
+        try:
+            for i in _progress(range(len(dataset)), progress, desc="predict", leave=False):
+                x, y, cid = _load_item(dataset, i, None, augment=False)
+                t0 = time.perf_counter()
+                logits = model(x[None].to(device))
+                _maybe_sync(device)
+                secs.append(time.perf_counter() - t0)
+                outs.append(logits.float().cpu())
+                ys.append(y)
+                ids.append(cid)
+        finally:
+            model.train(was_training)
+    logits = torch.cat(outs) if outs else torch.zeros((0, 2))
+    return np.asarray(ys, dtype=np.int64), logits, ids, np.asarray(secs, dtype=np.float64)
+
+
+def predict_volumes(model: nn.Module, dataset: Any, bn_eval: bool = True, device: str | None = None,
+                    progress: bool = False, positive: int = 1
+                    ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """Softmax probability of class ``positive`` for every volume of ``dataset``.
+
+    Runs under ``torch.inference_mode()`` with ``model.eval()``; ``bn_eval=False``
+    puts BatchNorm in batch-statistics mode (official test script). The model's
+    running statistics and its train/eval mode are restored afterwards.
+
+    Returns
+    -------
+    y : ndarray (N,) int64; p_covid : ndarray (N,) float64 in [0, 1];
+    case_ids : list of str; seconds_per_volume : ndarray (N,) float64.
+    """
+    dev = _resolve_device(device) if device is not None else _model_device(model)
+    y, logits, ids, secs = _logits_over(model, dataset, dev, bn_eval, progress)
+    p = torch.softmax(logits.double(), dim=1)[:, positive].numpy() if len(y) else np.zeros(0)
+    return y, p, ids, secs
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def fit(model: nn.Module, train_set: Any, val_set: Any | None, cfg: TrainConfig,
+        loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "ce") -> History:
+    """Train a whole-volume classifier (DeCoVNet, Clf2DNet) as in spec §5.
+
+    Adam (``cfg.lr``, default 1e-5; constant), cross-entropy, ``cfg.batch`` volumes per
+    step in a seeded shuffled order, class balance per ``cfg.balance``, augmentation
+    ``cfg.augment`` (used when ``train_set`` is a :class:`VolumeDataset` without its
+    own ``augment``). Every ``cfg.validate_every`` epochs (and after the last) the
+    validation loss and ROC AUC are computed with BN per ``cfg.bn_eval``.
+
+    Checkpoints (when ``cfg.checkpoint_dir`` is set): ``best.pt`` (highest validation
+    AUC, ties → lower loss; without a validation set the last epoch) and ``last.pt``
+    (every epoch, with optimizer, history and RNG states). If ``last.pt`` exists the
+    run resumes from it and ends with exactly the weights of an uninterrupted run.
+    The model holds the *last* weights on return; load ``best.pt`` for the selected ones.
+
+    Parameters
+    ----------
+    train_set, val_set
+        :class:`VolumeDataset` (or any dataset returning ``(x (2,T,H,W), label, id)``).
+    loss
+        ``"ce"`` or ``f(logits (B, K), target (B,)) -> scalar``.
+    """
+    dev = _resolve_device(cfg.device)
+    lr = DECOVNET_LR if cfg.lr is None else float(cfg.lr)
+    labels = _dataset_labels(train_set)
+    if not labels:
+        raise ConfigError(None, "empty training set")
+    if isinstance(train_set, VolumeDataset) and train_set.augment is None and cfg.augment != "none":
+        train_set = copy.copy(train_set)
+        train_set.augment = make_augment(cfg.augment)
+    n_classes = max(2, max(labels) + 1)
+    weight = class_weights(labels, n_classes).to(dev) if cfg.balance == "weighted_ce" else None
+    if loss == "ce":
+        loss_fn: Callable = nn.CrossEntropyLoss(weight=weight)
+    elif callable(loss):
+        loss_fn = loss
+    else:
+        raise ConfigError(None, f"loss must be 'ce' or a callable, got {loss!r}")
+    with _GlobalState(cfg.max_threads):
+        seed_everything(cfg.seed)
+        model.to(dev)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+
+        def step(idx: list[int], gen: torch.Generator) -> float:
+            xs, ys, ids = zip(*(_load_item(train_set, i, gen, augment=True) for i in idx))
+            if len({tuple(x.shape) for x in xs}) > 1:
+                raise ConfigError(None, f"batch={cfg.batch} needs equal volume shapes; cases {list(ids)} have "
+                                        f"{[tuple(x.shape) for x in xs]}")
+            x = torch.stack(xs).to(dev)
+            y = torch.as_tensor(ys, dtype=torch.long, device=dev)
+            optimizer.zero_grad(set_to_none=True)
+            out = loss_fn(model(x), y)
+            out.backward()
+            optimizer.step()
+            return float(out.detach())
+
+        def validate() -> dict[str, float]:
+            y, logits, _, _ = _logits_over(model, val_set, dev, cfg.bn_eval)
+            vloss = float(F.cross_entropy(logits, torch.as_tensor(y))) if len(y) else float("nan")
+            p = torch.softmax(logits.double(), 1)[:, 1].numpy()
+            return {"val_loss": vloss, "val_auc": binary_auc(y, p)}
+
+        has_val = val_set is not None and len(val_set) > 0
+        run = _Run("classifier", len(labels), labels, step, validate if has_val else None, "val_auc", lr)
+        return _train_loop(model, optimizer, cfg, run)
+
+
+# ------------------------------------------------------------------------ U-Net fit
+
+
+def _load_pair(src: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(ct_u8 (T,H,W) uint8, mask (T,H,W) uint8) from a pair or an npz path."""
+    if isinstance(src, (tuple, list)) and len(src) == 2:
+        ct, mask = (np.asarray(a) for a in src)
+        where = None
+    else:
+        where = Path(src)
+        if not where.is_file():
+            raise InputError(where, "U-Net training volume not found")
+        try:
+            with np.load(where, allow_pickle=False) as d:
+                names = set(d.keys())
+                ck = next((k for k in ("ct_u8", "ct") if k in names), None)
+                mk = next((k for k in ("lung_mask", "mask") if k in names), None)
+                if ck is None or mk is None:
+                    raise VolumeError(where, f"npz needs 'ct_u8' and 'lung_mask' arrays, has {sorted(names)}")
+                ct, mask = d[ck], d[mk]
+        except VolumeError:
+            raise
+        except (OSError, ValueError, EOFError) as exc:
+            raise VolumeError(where, f"unreadable U-Net volume ({exc})") from exc
+    if ct.ndim != 3 or ct.shape != mask.shape:
+        raise VolumeError(where, f"need CT and mask of equal (T, H, W) shape, got {ct.shape} and {mask.shape}")
+    if ct.dtype != np.uint8:
+        raise VolumeError(where, f"CT must be windowed uint8, got {ct.dtype}")
+    return ct, mask
+
+
+def _slab(n: int, slab: tuple[float, float]) -> np.ndarray:
+    lo, hi = int(slab[0] * n), int(slab[1] * n)
+    if hi <= lo:
+        lo, hi = 0, n
+    return np.arange(lo, hi)
+
+
+def _unet_batch(ct: np.ndarray, mask: np.ndarray, z: np.ndarray, size: tuple[int, int] | None,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slices ``z`` as ``(n, 1, h, w)`` CT/255 float32 and ``(n, h, w)`` int64 targets."""
+    x = torch.from_numpy(np.ascontiguousarray(ct[z])).to(device=device, dtype=torch.float32)[:, None] / 255.0
+    m = torch.from_numpy(np.ascontiguousarray(mask[z]) > 0).to(device)[:, None].float()
+    if size is not None and tuple(size) != tuple(x.shape[-2:]):
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        m = F.interpolate(m, size=size, mode="nearest-exact")
+    return x, m[:, 0].long()
+
+
+def _work_size(shape_hw: tuple[int, int], size: tuple[int, int] | None, downsample: int) -> tuple[int, int] | None:
+    if size is not None:
+        return (int(size[0]), int(size[1]))
+    if downsample and downsample > 1:
+        return (shape_hw[0] // downsample, shape_hw[1] // downsample)
+    return None
+
+
+def _seg_scores(pred: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    """(mIoU over classes {0, 1}, Dice of class 1) for one volume."""
+    ious = []
+    for c in (0, 1):
+        p, t = pred == c, target == c
+        union = (p | t).sum().item()
+        ious.append((p & t).sum().item() / union if union else 1.0)
+    p, t = pred == 1, target == 1
+    denom = p.sum().item() + t.sum().item()
+    dice = 2.0 * (p & t).sum().item() / denom if denom else 1.0
+    return float(np.mean(ious)), float(dice)
+
+
+def fit_unet(model: nn.Module, volumes: Sequence[Any], cfg: TrainConfig, slices_per_step: int = 48,
+             slab: tuple[float, float] = (0.20, 0.85), val_volumes: Sequence[Any] | None = None,
+             size: tuple[int, int] | None = None, downsample: int = 1,
+             val_slab: tuple[float, float] | None = None, chunk: int = 16) -> History:
+    """Train the 2D U-Net on pseudo-masks (spec §4).
+
+    One step = one volume: ``slices_per_step`` slices drawn without replacement from
+    the slab ``[int(a·L), int(b·L))``, CT/255 → 2-class CE against ``mask > 0``;
+    brightness and contrast drawn once per volume (``1 + round(U(±0.5), 1)``,
+    ``1 + round(U(±0.3), 1)``; off when ``cfg.augment == "none"``). Adam, ``cfg.lr``
+    (default 1e-3). Validation (every ``cfg.validate_every`` epochs): loss, mIoU over
+    {background, lung} and lung Dice, mean over volumes, on every slice of
+    ``val_slab`` (default ``slab``), BN per ``cfg.bn_eval``. Best = highest mIoU.
+    Checkpointing and resumption as in :func:`fit`. ``cfg.balance`` is ignored.
+
+    Parameters
+    ----------
+    volumes, val_volumes
+        ``(ct_u8 (T,H,W) uint8, mask (T,H,W) {0,1})`` pairs or ``.npz`` paths with
+        ``ct_u8`` and ``lung_mask`` arrays.
+    size, downsample
+        Working in-plane size (e.g. (256, 256)) or an integer reduction factor;
+        CT resized bilinearly (antialiased), mask by nearest neighbour.
+    chunk
+        Slices per forward pass at validation time.
+    """
+    if not volumes:
+        raise ConfigError(None, "fit_unet needs at least one training volume")
+    dev = _resolve_device(cfg.device)
+    lr = UNET_LR if cfg.lr is None else float(cfg.lr)
+    aug = IntensityAugment() if cfg.augment != "none" else None
+    ce = nn.CrossEntropyLoss()
+    with _GlobalState(cfg.max_threads):
+        seed_everything(cfg.seed)
+        model.to(dev)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+
+        def step(idx: list[int], gen: torch.Generator) -> float:
+            xs, ts = [], []
+            for i in idx:
+                ct, mask = _load_pair(volumes[i])
+                cand = _slab(ct.shape[0], slab)
+                k = min(int(slices_per_step), len(cand))
+                pick = cand[torch.randperm(len(cand), generator=gen)[:k].numpy()]
+                x, t = _unet_batch(ct, mask, np.sort(pick), _work_size(ct.shape[1:], size, downsample), dev)
+                if aug is not None:
+                    x = aug.apply(x.transpose(0, 1), aug.sample(gen)).transpose(0, 1)
+                xs.append(x)
+                ts.append(t)
+            x, t = torch.cat(xs), torch.cat(ts)
+            optimizer.zero_grad(set_to_none=True)
+            out = ce(model(x), t)
+            out.backward()
+            optimizer.step()
+            return float(out.detach())
+
+        def validate() -> dict[str, float]:
+            was_training = model.training
+            losses, mious, dices = [], [], []
+            with _BNSnapshot(model, active=not cfg.bn_eval), torch.inference_mode():
+                _set_mode(model, cfg.bn_eval)
+                try:
+                    for src in val_volumes:
+                        ct, mask = _load_pair(src)
+                        z = _slab(ct.shape[0], val_slab or slab)
+                        ws = _work_size(ct.shape[1:], size, downsample)
+                        preds, targets, tot = [], [], 0.0
+                        for j in range(0, len(z), chunk):
+                            x, t = _unet_batch(ct, mask, z[j:j + chunk], ws, dev)
+                            logits = model(x)
+                            tot += float(F.cross_entropy(logits, t, reduction="sum"))
+                            preds.append(logits.argmax(1).cpu())
+                            targets.append(t.cpu())
+                        pred, target = torch.cat(preds), torch.cat(targets)
+                        losses.append(tot / target.numel())
+                        miou, dice = _seg_scores(pred, target)
+                        mious.append(miou)
+                        dices.append(dice)
+                finally:
+                    model.train(was_training)
+            return {"val_loss": float(np.mean(losses)), "val_miou": float(np.mean(mious)),
+                    "val_dice": float(np.mean(dices))}
+
+        has_val = bool(val_volumes)
+        cfg_u = copy.copy(cfg)
+        cfg_u.balance = "none"  # one step per volume; pseudo-masks have no class label
+        run = _Run("unet", len(volumes), None, step, validate if has_val else None, "val_miou", lr)
+        return _train_loop(model, optimizer, cfg_u, run)
+
+
+# ------------------------------------------------------------------- segmentation
+
+
+def segment_volume(unet: nn.Module, ct_u8: np.ndarray, batch: int = 8, bn_eval: bool = True,
+                   size: tuple[int, int] | None = None, device: str | None = None) -> np.ndarray:
+    """Lung mask of a windowed CT, slice by slice (spec §1 step 6).
+
+    Each batch of ``batch`` slices (CT/255, optionally resized to ``size`` with
+    antialiasing) goes through the U-Net; logits are resized back to (H, W)
+    bilinearly and the argmax is taken. ``bn_eval=False`` normalises each batch with
+    its own statistics (``batch=1`` reproduces the official per-slice behaviour);
+    running statistics are restored afterwards.
+
+    Parameters
+    ----------
+    ct_u8 : ndarray (T, H, W) uint8
+
+    Returns
+    -------
+    ndarray (T, H, W) uint8 in {0, 1}.
+    """
+    ct = np.asarray(ct_u8)
+    if ct.ndim != 3 or ct.dtype != np.uint8:
+        raise VolumeError(None, f"segment_volume needs a (T, H, W) uint8 CT, got {ct.shape} {ct.dtype}")
+    dev = _resolve_device(device) if device is not None else _model_device(unet)
+    t, h, w = ct.shape
+    out = np.empty((t, h, w), dtype=np.uint8)
+    was_training = unet.training
+    with _BNSnapshot(unet, active=not bn_eval), torch.inference_mode():
+        _set_mode(unet, bn_eval)
+        try:
+            for i in range(0, t, max(1, int(batch))):
+                x = torch.from_numpy(np.ascontiguousarray(ct[i:i + batch])).to(dev, torch.float32)[:, None] / 255.0
+                if size is not None and tuple(size) != (h, w):
+                    x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+                logits = unet(x)
+                if logits.shape[-2:] != (h, w):
+                    logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+                out[i:i + batch] = logits.argmax(1).to(torch.uint8).cpu().numpy()
+        finally:
+            unet.train(was_training)
+    return out
