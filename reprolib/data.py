@@ -195,38 +195,58 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _stamp_path(path: Path) -> Path:
-    return path.with_name(path.name + ".verified")
+STAMPS = ".verified"  # verification stamps live in <cache>/.verified/<relpath>.json, outside the data tree
 
 
-def _write_stamp(path: Path, sha: str) -> None:
+def _stamp_path(path: Path, stamp_root: Path | None) -> Path | None:
+    if stamp_root is None:
+        return None
+    cache = stamp_root
+    try:
+        rel = Path(path).resolve().relative_to(cache.resolve())
+    except ValueError:
+        return None
+    return cache / STAMPS / (rel.as_posix() + ".json")
+
+
+def _write_stamp(path: Path, sha: str, stamp_root: Path | None) -> None:
+    sp = _stamp_path(path, stamp_root)
+    if sp is None:
+        return
     st = path.stat()
-    stamp = {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    tmp = _stamp_path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(stamp))
-    os.replace(tmp, _stamp_path(path))
+    sp.parent.mkdir(parents=True, exist_ok=True)
+    tmp = sp.with_name(sp.name + ".tmp")
+    tmp.write_text(json.dumps({"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+    os.replace(tmp, sp)
 
 
-def is_verified(path: Path, sha: str) -> bool:
-    """True if ``path`` exists and has sha256 ``sha``; uses the stamp when it matches."""
+def is_verified(path: Path, sha: str, stamp_root: Path | None = None) -> bool:
+    """True if ``path`` exists and has sha256 ``sha``.
+
+    With ``stamp_root`` (the cache directory), a stamp recording the file's size and mtime
+    after its last verification saves re-hashing; any change to the file invalidates it.
+    """
+    path = Path(path)
     if not path.is_file():
         return False
     st = path.stat()
-    try:
-        stamp = json.loads(_stamp_path(path).read_text())
-        if stamp == {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}:
-            return True
-    except (OSError, ValueError):
-        pass
+    sp = _stamp_path(path, stamp_root)
+    if sp is not None:
+        try:
+            stamp = json.loads(sp.read_text())
+            if stamp == {"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}:
+                return True
+        except (OSError, ValueError):
+            pass
     if sha256_file(path) == sha:
-        _write_stamp(path, sha)
+        _write_stamp(path, sha, stamp_root)
         return True
     return False
 
 
 # --------------------------------------------------------------------------- fetching
 def _copy_verified(chunks: Iterable[bytes], dest: Path, entry: FileEntry, origin: str,
-                   progress: Callable[[int], Any] | None = None) -> Path:
+                   progress: Callable[[int], Any] | None = None, stamp_root: Path | None = None) -> Path:
     """Stream ``chunks`` into ``dest`` atomically, checking size and sha256."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()
@@ -247,7 +267,7 @@ def _copy_verified(chunks: Iterable[bytes], dest: Path, entry: FileEntry, origin
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _write_stamp(dest, entry.sha256)
+    _write_stamp(dest, entry.sha256, stamp_root)
     return dest
 
 
@@ -285,11 +305,10 @@ def fetch(entry: FileEntry, data_dir: str | Path | None = None, mirror: str | Pa
     cache = Path(data_dir) if data_dir else config.data_dir()
     mirror = Path(mirror) if mirror else config.mirror_dir()
     dest = cache / entry.relpath
-    if is_verified(dest, entry.sha256):
+    if is_verified(dest, entry.sha256, cache):
         return dest
     if dest.exists():  # present but wrong: never trust it
         dest.unlink()
-        _stamp_path(dest).unlink(missing_ok=True)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -301,12 +320,12 @@ def fetch(entry: FileEntry, data_dir: str | Path | None = None, mirror: str | Pa
             src = mirror / entry.relpath
             if src.is_file():
                 return _copy_verified(_read_file_chunks(src), dest, entry, str(src),
-                                      bar.update if bar else None)
+                                      bar.update if bar else None, cache)
         if not download:
             raise DataUnavailableError(_unavailable_message(entry, mirror, "downloads are disabled"))
         try:
             chunks = _download_chunks(entry.url, timeout, retries)
-            return _copy_verified(chunks, dest, entry, entry.url, bar.update if bar else None)
+            return _copy_verified(chunks, dest, entry, entry.url, bar.update if bar else None, cache)
         except ChecksumError:
             raise
         except Exception as exc:  # network errors of any flavour
@@ -450,7 +469,8 @@ def summary_table(manifests: Iterable[Manifest], data_dir: str | Path | None = N
     rows = []
     for m in manifests:
         labelled = [f for f in m.files if f.label != "-"]
-        verified = sum(is_verified(local_path(f, data_dir), f.sha256) for f in m.files)
+        cache = Path(data_dir) if data_dir else config.data_dir()
+        verified = sum(is_verified(local_path(f, data_dir), f.sha256, cache) for f in m.files)
         classes = sorted({f.label for f in labelled})
         rows.append({
             "dataset": m.dataset,

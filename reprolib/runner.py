@@ -354,4 +354,27 @@ def build_book(root: Path | None = None, builder: str = "html") -> int:
     exe = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(exe) if exe.exists() else "jupyter-book", "build", "--all", "-W", "-n", "--keep-going",
            "--builder", builder, str(root)]
-    return subprocess.call(cmd, cwd=root)
+    code = subprocess.call(cmd, cwd=root)
+    if code == 0 and builder == "html":
+        remote = external_resources(root / "_build" / "html")
+        if remote:
+            print("the book loads resources from the network, so it cannot be read offline:")
+            for page, url in remote[:20]:
+                print(f"  {page}: {url}")
+            return 1
+    return code
+
+
+REMOTE_RE = re.compile(r"""<(?:script|link|img)\b[^>]*?\b(?:src|href)=["'](https?:)?//[^"']+["']""", re.I)
+
+
+def external_resources(html_dir: Path) -> list[tuple[str, str]]:
+    """``(page, tag)`` for every script, stylesheet or image a built page loads from the network."""
+    found = []
+    for page in sorted(Path(html_dir).rglob("*.html")):
+        for m in REMOTE_RE.finditer(page.read_text(encoding="utf-8", errors="replace")):
+            tag = m.group(0)
+            if "<link" in tag.lower() and not re.search(r"rel=[\"'](?:stylesheet|preload|icon)", tag, re.I):
+                continue  # plain hyperlinks in <link rel=...> metadata load nothing
+            found.append((str(page.relative_to(html_dir)), tag[:160]))
+    return found

@@ -167,7 +167,10 @@ def test_download_over_http(tmp_path, http_server):
     e = entry(url=f"{base}/ok.bin")
     got = data.fetch(e, data_dir=tmp_path / "cache", mirror=None, progress=True)
     assert got.read_bytes() == PAYLOAD
-    assert data.is_verified(got, SHA)
+    assert data.is_verified(got, SHA, tmp_path / "cache")
+    # stamps live outside the data tree, so a DICOM folder holds only DICOM files
+    assert sorted(p.name for p in got.parent.iterdir()) == ["ok.bin"]
+    assert (tmp_path / "cache" / data.STAMPS / (data.url_to_relpath(e.url) + ".json")).is_file()
 
 
 def test_download_with_wrong_content_is_rejected(tmp_path, http_server):

@@ -155,3 +155,13 @@ def test_published_values_hash_ignores_timings(tmp_path):
     p.write_text(json.dumps({"values": {"a": 2}, "timings": {}}))
     assert runner.published_values_hash(p) != h
     assert runner.published_values_hash(tmp_path / "missing.json") == "missing"
+
+
+def test_external_resources_detected(tmp_path):
+    (tmp_path / "a.html").write_text('<script src="https://cdn.example.org/x.js"></script>'
+                                     '<link rel="stylesheet" href="//fonts.example.org/f.css">'
+                                     '<a href="https://doi.org/10.1/x">paper</a>'
+                                     '<script src="_static/local.js"></script>')
+    found = runner.external_resources(tmp_path)
+    assert [t for _, t in found] == ['<script src="https://cdn.example.org/x.js"',
+                                     '<link rel="stylesheet" href="//fonts.example.org/f.css"']
