@@ -25,7 +25,6 @@ Per-class metrics and confidence intervals live in ``reprolib.evaluate``.
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import random
 import warnings
@@ -40,6 +39,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from . import config
+from .files import sha256_file  # noqa: F401  (re-exported)
 from .errors import (
     ChecksumError,
     ConfigError,
@@ -489,15 +489,6 @@ def _stage_modules(model: nn.Module, stage: str) -> list[nn.Module]:
 
 def _stage_params(model: nn.Module, stage: str) -> list[nn.Parameter]:
     return [p for m in _stage_modules(model, stage) for p in m.parameters()]
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in ``chunk``-byte blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_sha256(path: str | os.PathLike, expected: str) -> Path:

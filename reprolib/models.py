@@ -171,6 +171,23 @@ class Bottleneck3d(nn.Module):
         return self.relu(y + self.shortcut_bn(self.shortcut_conv(x)))
 
 
+def official_init(model: nn.Module) -> nn.Module:
+    """The official code's initialisation (spec §5): every Conv2d/Conv3d Kaiming-normal (fan_out,
+    ReLU gain) with bias 0; BatchNorm gamma 1, beta 0; Linear N(0, 0.01^2), bias 0."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.01)
+            nn.init.zeros_(m.bias)
+    return model
+
+
 class DeCoVNet(nn.Module):
     """DeCoVNet, the active part of the official network (spec section 5; 346,978 parameters).
 
@@ -253,17 +270,7 @@ class DeCoVNet(nn.Module):
     def reset_parameters(self) -> None:
         """Spec initialisation: Conv3d Kaiming-normal (fan_out, ReLU), bias 0; BN gamma 1,
         beta 0, except the last BN of each bottleneck (gamma 0); Linear N(0, 0.01^2), bias 0."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, mean=0.0, std=0.01)
-                nn.init.zeros_(m.bias)
+        official_init(self)
         for block in (self.res1, self.res2):
             nn.init.zeros_(block.bn3.weight)
 
@@ -366,17 +373,7 @@ class Clf2DNet(nn.Module):
     def reset_parameters(self) -> None:
         """As DeCoVNet: conv Kaiming-normal (fan_out, ReLU), bias 0; BN 1/0 except the
         last BN of each residual branch (gamma 0); Linear N(0, 0.01^2), bias 0."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, mean=0.0, std=0.01)
-                nn.init.zeros_(m.bias)
+        official_init(self)
         for block in (self.res1, self.res2):
             nn.init.zeros_(block.bn2.weight)
 

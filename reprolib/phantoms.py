@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import ConfigError, DicomError, ImageError, NiftiError
+from .files import atomic_write_bytes, sha256_file
 
 __all__ = [
     "CTPhantom",
@@ -537,19 +538,6 @@ def ct_phantom(seed: int, label: int, shape: Sequence[int] = (48, 128, 128),
 # ------------------------------------------------------------------ CT writers
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _nifti_bytes(arr_zyx: np.ndarray, spacing_mm: Sequence[float], path: Path) -> bytes:
     import nibabel as nib
 
@@ -580,7 +568,7 @@ def write_nifti(ph: CTPhantom, path: str | os.PathLike) -> Path:
     header zooms are (sx, sy, sz). Gzip output has mtime 0 (reproducible bytes).
     """
     path = Path(path)
-    _atomic_write_bytes(path, _nifti_bytes(np.asarray(ph.hu, dtype=np.int16), ph.spacing_mm, path))
+    atomic_write_bytes(path, _nifti_bytes(np.asarray(ph.hu, dtype=np.int16), ph.spacing_mm, path))
     return path
 
 
@@ -590,7 +578,7 @@ def write_nifti_mask(mask: np.ndarray, spacing_mm: Sequence[float], path: str | 
     m = np.asarray(mask)
     if m.size and (m.min() < 0 or m.max() > 1):
         raise NiftiError(path, f"mask values must be 0 or 1, got range [{m.min()}, {m.max()}]")
-    _atomic_write_bytes(path, _nifti_bytes(m.astype(np.uint8), spacing_mm, path))
+    atomic_write_bytes(path, _nifti_bytes(m.astype(np.uint8), spacing_mm, path))
     return path
 
 
@@ -717,7 +705,7 @@ def write_dicom_series(ph: CTPhantom, directory: str | os.PathLike, slope: float
             ds.preamble = b"\0" * 128
             pydicom.dcmwrite(buf, ds, write_like_original=False)
         path = directory / names[k]
-        _atomic_write_bytes(path, buf.getvalue())
+        atomic_write_bytes(path, buf.getvalue())
         paths.append(path)
     return paths
 
@@ -943,19 +931,11 @@ def write_png(image: np.ndarray, path: str | os.PathLike) -> Path:
         raise ImageError(path, f"expected a 2D uint8 image, got shape {arr.shape} dtype {arr.dtype}")
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
 # --------------------------------------------------------------------- dataset
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def directory_sha256(directory: str | os.PathLike) -> tuple[str, int]:
@@ -966,7 +946,7 @@ def directory_sha256(directory: str | os.PathLike) -> tuple[str, int]:
     """
     directory = Path(directory)
     files = sorted((p for p in directory.rglob("*") if p.is_file()), key=lambda p: p.relative_to(directory).as_posix())
-    lines = "".join(f"{_file_sha256(p)}  {p.relative_to(directory).as_posix()}\n" for p in files)
+    lines = "".join(f"{sha256_file(p)}  {p.relative_to(directory).as_posix()}\n" for p in files)
     return hashlib.sha256(lines.encode("utf-8")).hexdigest(), sum(p.stat().st_size for p in files)
 
 
@@ -997,7 +977,7 @@ def _record(out_dir: Path, path: Path, dataset: str, role: str, label: str, grou
     if path.is_dir():
         digest, size = directory_sha256(path)
     else:
-        digest, size = _file_sha256(path), path.stat().st_size
+        digest, size = sha256_file(path), path.stat().st_size
     return {"dataset": dataset, "role": role, "label": label, "group": group, "split": "",
             "path": path.relative_to(out_dir).as_posix(), "sha256": digest, "bytes": int(size)}
 

@@ -29,12 +29,10 @@ states (dropout, user code) are seeded from ``cfg.seed`` and saved in ``last.pt`
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import os
 import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -46,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ChecksumError, ConfigError, InputError, VolumeError
+from .files import atomic_write, sha256_file as file_sha256  # noqa: F401  (file_sha256 is public API)
 
 __all__ = [
     "DECOVNET_LR",
@@ -680,29 +679,6 @@ def _better(score: tuple[float, float], best: tuple[float, float] | None) -> boo
 # ---------------------------------------------------------------------- checkpoints
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 _GIT_CACHE: dict[str, Any] = {}
 
 
@@ -749,10 +725,10 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
         "metadata_json": meta_json,
         "tensors": {k: v.detach().cpu() for k, v in (tensors or {}).items()},
     }
-    _atomic_write(path, lambda f: torch.save(payload, f))
+    atomic_write(path, lambda f: torch.save(payload, f))
     digest = file_sha256(path)
     side = Path(f"{path}.sha256")
-    _atomic_write(side, lambda f: f.write(f"{digest}  {path.name}\n".encode()))
+    atomic_write(side, lambda f: f.write(f"{digest}  {path.name}\n".encode()))
     return digest
 
 

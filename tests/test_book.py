@@ -43,16 +43,3 @@ def test_banner_for_each_profile():
     assert "sample" in book.banner_markdown("sample")
     with pytest.raises(ConfigError, match="unknown profile"):
         book.banner_markdown("nope")
-
-
-def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
-    p = tmp_path / "f.txt"
-    book.atomic_write_text(p, "old")
-
-    def boom(*a, **k):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(book.os, "replace", boom)
-    with pytest.raises(OSError):
-        book.atomic_write_text(p, "new")
-    assert p.read_text() == "old" and not list(tmp_path.glob("*.part"))
