@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import os
-import random
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -714,9 +713,9 @@ def param_groups(
 
 def seed_everything(seed: int = 0) -> torch.Generator:
     """Seed ``random``, numpy and torch; return a seeded ``torch.Generator`` for loaders."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    from .provenance import seed_everything as _seed
+
+    _seed(seed, deterministic=False)
     g = torch.Generator()
     g.manual_seed(seed)
     return g

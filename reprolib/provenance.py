@@ -94,7 +94,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     import numpy as np
 
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)
     try:
         import torch
 

@@ -214,10 +214,11 @@ class History:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python's ``random``, NumPy's legacy global RNG and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    """Seed Python's ``random``, NumPy's legacy global RNG and torch (CPU and CUDA); the
+    deterministic-algorithm switch is handled per training run (``_GlobalState``)."""
+    from .provenance import seed_everything as _seed
+
+    _seed(seed, deterministic=False)
 
 
 def _derive_seed(*keys: int) -> int:
