@@ -192,23 +192,18 @@ STAMPS = ".verified"  # verification stamps live in <cache>/.verified/<relpath>.
 def _stamp_path(path: Path, stamp_root: Path | None) -> Path | None:
     if stamp_root is None:
         return None
-    cache = stamp_root
     try:
-        rel = Path(path).resolve().relative_to(cache.resolve())
+        rel = Path(path).resolve().relative_to(stamp_root.resolve())
     except ValueError:
         return None
-    return cache / STAMPS / (rel.as_posix() + ".json")
+    return stamp_root / STAMPS / (rel.as_posix() + ".json")
 
 
 def _write_stamp(path: Path, sha: str, stamp_root: Path | None) -> None:
     sp = _stamp_path(path, stamp_root)
-    if sp is None:
-        return
-    st = path.stat()
-    sp.parent.mkdir(parents=True, exist_ok=True)
-    tmp = sp.with_name(sp.name + ".tmp")
-    tmp.write_text(json.dumps({"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
-    os.replace(tmp, sp)
+    if sp is not None:
+        st = path.stat()
+        atomic_write_text(sp, json.dumps({"sha256": sha, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
 
 
 def is_verified(path: Path, sha: str, stamp_root: Path | None = None) -> bool:
@@ -454,9 +449,9 @@ def summary_table(manifests: Iterable[Manifest], data_dir: str | Path | None = N
     import pandas as pd
 
     rows = []
+    cache = Path(data_dir) if data_dir else config.data_dir()
     for m in manifests:
         labelled = [f for f in m.files if f.label != "-"]
-        cache = Path(data_dir) if data_dir else config.data_dir()
         verified = sum(is_verified(local_path(f, data_dir), f.sha256, cache) for f in m.files)
         classes = sorted({f.label for f in labelled})
         rows.append({
