@@ -1,6 +1,7 @@
 # covid-repro: two commands for a fresh machine.
 #   make book   -> .venv, run every notebook for $(PROFILE) (default sample), build _build/html
 #   make test   -> .venv if needed, pytest
+#   make bench  -> benchmarks/ (memory and time per preprocessing step; prints figures)
 PROFILE ?= sample
 PYTHON  ?= python3
 VENV    := .venv
@@ -30,6 +31,10 @@ book: run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Speed/memory targets are checked by benchmarks that print figures (not by timed tests).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_preprocess_memory.py
 
 clean:
 	rm -rf _build book/generated

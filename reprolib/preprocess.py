@@ -12,6 +12,27 @@ Stages, each a small pure function (plus composable callables at the end):
 :func:`preprocess_ct` chains 1–4 and :func:`cached_preprocess` caches its
 result per volume.
 
+Working sizes and the memory unit
+---------------------------------
+:func:`apply_fov` and :func:`lung_pseudo_label` work on the volume at
+**native** slice spacing, S×H×W; :func:`resample_z`,
+:func:`window`, :func:`resample_mask_z`, :func:`lung_qc` and crop/resize
+(:func:`make_decovnet_input`) work on the **1 mm** grid, T0×H×W. Memory is
+counted in *copies*: one copy = the step's working volume stored as int16
+(2 bytes per voxel), e.g. 157 MB for 300×512×512. A step's peak is the
+tracemalloc peak above the inputs it receives (its output included); see
+:mod:`reprolib.memtrace`. Target (issue): at most 3 copies per step.
+
+How each step stays small: :func:`apply_fov` writes one int16 copy with
+in-plane masks only; :func:`lung_pseudo_label` keeps one int32 label volume
+(2 copies) and one bool volume (0.5) alive at a time, selects components with
+a lookup table applied slice by slice and writes its uint8 output from the
+second label volume after the bool input is freed; :func:`lung_qc` labels a
+bool *view* of the uint8 mask; :func:`resample_mask_z` and crop/resize use a
+uint8 {0, 1} mask without converting it; :func:`window` maps chunks through a
+lookup table built in chunks; :func:`resample_z` bounds its float64 work block
+(below).
+
 Memory and speed of the z resampling
 ------------------------------------
 ``scipy.ndimage.zoom(hu, (f, 1, 1), order=3, mode="nearest")`` (the reference
@@ -23,13 +44,25 @@ of columns, pads each block by 12 edge slices exactly like scipy, applies the
 coordinate mapping (``x = t·(S-1)/(T0-1)``). In-plane, the spline interpolant
 evaluated at integer positions is the identity, so the two agree up to
 floating-point rounding (tests: |Δ| ≤ 1 HU, almost always 0). Peak memory is
-the input plus the int16 output plus a bounded float64 work block
-(``block_bytes``, default 32 MiB).
+the int16 output plus a float64 work block of at most ``block_bytes``
+(default 32 MiB) and at most a quarter of the output; columns are
+independent, so the block width does not change the result.
 
-Measured (2 shared CPU cores, numpy 2.4, scipy 1.17): a random 300×512×512
-int16 volume at 2 mm (150 MiB) → FOV 0.1 s, z-resample to 600 slices 2.8–4.6 s,
-window 0.6–0.9 s; peak RSS 694 MiB = input 150 + int16 output 300 + uint8
-output 150 + about 40 MiB work space and interpreter. For 100 slices,
+Measured
+--------
+``benchmarks/bench_preprocess_memory.py`` (``make bench``) on a synthetic
+300×512×512 int16 chest at 1.25 mm (375 slices at 1 mm), 2 shared CPU cores,
+one thread, Python 3.11, numpy 2.4, scipy 1.17. Peak above the step's inputs,
+in copies of its working volume (157 MB native, 197 MB at 1 mm), before →
+after this layout, and seconds (two runs): apply_fov 1.02 → 1.02 (0.3 s);
+lung_pseudo_label 3.51 → 2.52 (3.1–4.0 s); resample_z 1.16 → 1.16
+(2.4–2.8 s); window 0.70 → 0.51 (0.15 s); resample_mask_z 0.91 → 0.51
+(0.9–1.1 s); lung_qc 2.51 → 2.01 (1.2–1.4 s); crop/resize to 224×336
+1.45 → 1.45 (3.4–3.7 s). Every step is within 3 copies; the largest is the
+pseudo-label's int32 label volume. A whole :func:`preprocess_ct` call peaks
+at 592 MB above its input (was 769 MB), 3.0 copies of the 1 mm volume, in
+9–11 s: the 1 mm CT and mask are alive while :func:`lung_qc` labels.
+Earlier measurement of :func:`resample_z` alone: for 100 slices,
 ``scipy.ndimage.zoom`` took 25.7 s and 442 MiB above the input, this module
 2.2 s and 134 MiB (the 100 MiB output included).
 """
@@ -40,15 +73,19 @@ import json
 import os
 import tempfile
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage
 
 from .errors import VolumeError
 from .io import CTVolume
+
+if TYPE_CHECKING:
+    from .memtrace import MemoryTrace
 
 __all__ = [
     "fov_mask",
@@ -64,6 +101,8 @@ __all__ = [
     "resize_inplane",
     "make_decovnet_input",
     "preprocess_ct",
+    "measured_preprocess",
+    "memory_record",
     "cached_preprocess",
     "ApplyFOV",
     "ResampleZ",
@@ -143,6 +182,8 @@ def apply_fov(
     Returns
     -------
     np.ndarray, same shape and dtype (int16 HU).
+
+    Memory: the output, 1 copy of the native volume (0 with ``inplace``).
     """
     out = hu if inplace else hu.copy()
     outside = ~fov_mask(hu.shape[-2:], radius_px, center)
@@ -182,6 +223,11 @@ def _zoom_axis0(vol: np.ndarray, factor: float, *, order: int, mode: str,
     flat = vol.reshape(s, -1)
     n = flat.shape[1]
     out = np.empty((t0, n), dtype=out_dtype)
+    if order <= 1 or (order == 3 and mode == "nearest"):
+        # Column blocks are independent on these paths (no in-plane prefilter), so the
+        # block width does not change the result: keep the float64 work space at most a
+        # quarter of the output (small volumes) and at most ``block_bytes`` (large ones).
+        block_bytes = min(block_bytes, max(out.nbytes // 4, 1 << 16))
     cols = max(1, int(block_bytes // (8 * 6 * max(s + 24, t0))))
 
     if order == 3 and mode == "nearest":
@@ -243,6 +289,10 @@ def resample_z(
     np.ndarray, (T0, H, W) with ``T0 = round(S * spacing_z_mm / target_mm)``,
     same dtype as ``hu`` for integers, float32 for floats. The exact output
     spacing is :func:`resampled_spacing_mm`.
+
+    Memory: the output (1 copy of the 1 mm volume for int16) plus a float64
+    work block of at most ``block_bytes`` and a quarter of the output
+    (1.16 copies for 300×512×512 at 1.25 mm).
     """
     if hu.ndim != 3:
         raise VolumeError(None, f"resample_z needs a (z, y, x) volume, got shape {hu.shape}")
@@ -270,15 +320,37 @@ def resample_mask_z(mask: np.ndarray, factor: float, *, order: int = 0,
 
     ``order=0``: nearest-neighbour zoom (book default). ``order>0``: spline
     zoom, then ``> 0.5``. Output shape ``(round(S·factor), H, W)``, uint8.
+    A bool or uint8 {0, 1} mask is read without a copy. Memory (order 0): the
+    uint8 output, 0.5 copy of the 1 mm volume, plus a bounded work block.
     """
-    m = np.asarray(mask)
-    m = m.view(np.uint8) if m.dtype == bool else (m > 0).astype(np.uint8)
+    m = _as_u8_mask(mask)
     if order == 0:
         return _zoom_axis0(m, factor, order=0, mode="nearest", out_dtype=np.dtype(np.uint8),
                            block_bytes=block_bytes)
     z = _zoom_axis0(m.astype(np.float32), factor, order=order, mode="nearest",
                     out_dtype=np.dtype(np.float32), block_bytes=block_bytes)
     return (z > 0.5).astype(np.uint8)
+
+
+def _as_u8_mask(mask: np.ndarray) -> np.ndarray:
+    """``(mask > 0).astype(np.uint8)`` without a copy when ``mask`` is bool or already
+    uint8 in {0, 1} (the pseudo-label's own dtype): a view then, else a new array."""
+    m = np.asarray(mask)
+    if m.dtype == bool:
+        return m.view(np.uint8)
+    if m.dtype == np.uint8 and (m.size == 0 or int(m.max()) <= 1):
+        return m
+    return (m > 0).astype(np.uint8)
+
+
+def _as_bool_mask(mask: np.ndarray) -> np.ndarray:
+    """``mask > 0`` as bool, a view (no copy) when ``mask`` is bool or uint8 in {0, 1}."""
+    m = np.asarray(mask)
+    if m.dtype == bool:
+        return m
+    if m.dtype == np.uint8 and (m.size == 0 or int(m.max()) <= 1):
+        return m.view(bool)
+    return m > 0
 
 
 # ----------------------------------------------------------------------- window
@@ -295,7 +367,7 @@ def window(hu: np.ndarray, lo: float = -1200, hi: float = 600) -> np.ndarray:
     -------
     np.ndarray, same shape, uint8. Integer input goes through a 65,536-entry
     lookup table computed with the formula in float64 (no float copy of the
-    volume).
+    volume). Memory: the uint8 output (0.5 copy) plus about 1 MiB.
     """
     if hi <= lo:
         raise ValueError(f"window needs lo < hi, got ({lo}, {hi})")
@@ -306,15 +378,22 @@ def window(hu: np.ndarray, lo: float = -1200, hi: float = 600) -> np.ndarray:
     a = np.ascontiguousarray(hu)
     out = np.empty(a.shape, dtype=np.uint8)
     flat_in, flat_out = a.reshape(-1), out.reshape(-1)
-    step = 1 << 22  # bounded temporaries: no full-size int32/float64 copy
+    # Bounded temporaries (no full-size int32/float64 copy): np.take turns each chunk of
+    # indices into intp (8 bytes per voxel), so chunks are at most 2**17 voxels (1 MiB of
+    # indices) and at most 1/16 of the volume (a quarter of an int16 copy).
+    step = max(1 << 12, min(1 << 17, a.size // 16))
     if a.dtype in (np.int16, np.uint16, np.int8, np.uint8):
         info = np.iinfo(a.dtype)
         unsigned = np.dtype(f"u{a.dtype.itemsize}")
-        # LUT indexed by the unsigned bit pattern: values >= 0 first, then negatives.
-        values = np.arange(2 ** (8 * a.dtype.itemsize), dtype=np.int64)
-        if info.min < 0:
-            values = np.where(values > info.max, values - 2 ** (8 * a.dtype.itemsize), values)
-        lut = formula(values.astype(np.float64))
+        # LUT indexed by the unsigned bit pattern: values >= 0 first, then negatives;
+        # built in chunks of 4,096 entries (the formula is elementwise).
+        n_lut = 2 ** (8 * a.dtype.itemsize)
+        lut = np.empty(n_lut, dtype=np.uint8)
+        for k in range(0, n_lut, 4096):
+            values = np.arange(k, min(k + 4096, n_lut), dtype=np.int64)
+            if info.min < 0:
+                values = np.where(values > info.max, values - n_lut, values)
+            lut[k:k + 4096] = formula(values.astype(np.float64))
         for k in range(0, flat_in.size, step):
             np.take(lut, flat_in[k:k + step].view(unsigned), out=flat_out[k:k + step])
         return out
@@ -341,11 +420,32 @@ def _component_sizes(labels: np.ndarray, n: int) -> np.ndarray:
     return sizes
 
 
-def _select_labels(labels: np.ndarray, ids: Sequence[int]) -> np.ndarray:
-    """Boolean mask of the voxels whose label is in ``ids`` (no int64 copies)."""
-    out = np.zeros(labels.shape, dtype=bool)
-    for i in ids:
-        out |= labels == i
+def _select_labels(labels: np.ndarray, ids: Sequence[int], n: int | None = None, *,
+                   out: np.ndarray | None = None, union: bool = False) -> np.ndarray:
+    """Mask of the voxels whose label is in ``ids``, written slice by slice.
+
+    A lookup table over the ``n + 1`` labels (``n`` defaults to ``labels.max()``)
+    is applied one slice at a time, so the only temporary is one slice of
+    indices. ``out`` (bool or uint8, labels' shape) receives the mask, or with
+    ``union=True`` is OR-ed with it; ``None`` = a new bool array.
+    """
+    if n is None:
+        n = int(labels.max()) if labels.size else 0
+    lut = np.zeros(n + 1, dtype=bool)
+    lut[[i for i in ids if 0 <= i <= n]] = True
+    if out is None:
+        out = np.empty(labels.shape, dtype=bool)
+        union = False
+    lut = lut.astype(out.dtype)
+    lab = labels.reshape((-1,) + labels.shape[-2:]) if labels.ndim > 2 else labels[None]
+    dst = out.reshape(lab.shape)
+    tmp = np.empty(lab.shape[1:], dtype=out.dtype) if union else None
+    for z in range(lab.shape[0]):
+        if union:
+            np.take(lut, lab[z], out=tmp)
+            np.logical_or(dst[z], tmp, out=dst[z])
+        else:
+            np.take(lut, lab[z], out=dst[z])
     return out
 
 
@@ -379,26 +479,39 @@ def lung_pseudo_label(
     Returns
     -------
     np.ndarray, (S, H, W) uint8 in {0, 1}.
+
+    Memory: about 2.5 copies of the native volume (int16 S×H×W) above the
+    input: an int32 label volume (2 copies) beside one bool volume (0.5).
     """
     if hu.ndim != 3:
         raise VolumeError(None, f"lung_pseudo_label needs a (z, y, x) volume, got shape {hu.shape}")
     if keep not in ("largest", "two_largest"):
         raise ValueError(f"keep must be 'largest' or 'two_largest', got {keep!r}")
     s, h, w = hu.shape
-    body = hu > threshold_hu                                               # step 1
-    air_labels, _ = ndimage.label(~body, structure=_STRUCT_26)             # step 2
+    # Memory (copies = S×H×W int16, module docstring): one int32 label volume
+    # (2 copies) is alive at a time, beside one bool volume (0.5 copy); the
+    # full-size temporaries of the straightforward version (body, ~body, the
+    # selection masks) are avoided. Peak about 2.5 copies above the input.
+    air = np.greater(hu, threshold_hu)                                     # step 1: body
+    np.logical_not(air, out=air)                                           # air = not body
+    air_labels, n_air = ndimage.label(air, structure=_STRUCT_26)           # step 2
+    del air
     probes = default_probes(h, w) if probes is None else probes
-    probe_ids = {int(air_labels[0, r, c]) for r, c in probes} - {0}
+    probe_ids = sorted({int(air_labels[0, r, c]) for r, c in probes} - {0})
+    body = np.empty(hu.shape, dtype=bool)
+    for z in range(s):  # body, recomputed slice by slice, plus the probed air
+        np.greater(hu[z], threshold_hu, out=body[z])
     if probe_ids:
-        body |= _select_labels(air_labels, sorted(probe_ids))
+        _select_labels(air_labels, probe_ids, n_air, out=body, union=True)
     del air_labels
     for z in range(s):                                                     # step 3
         lab, n = ndimage.label(body[z], structure=_STRUCT_8)
         if n > 1:
             body[z] = lab == int(np.argmax(_component_sizes(lab, n)))
-    cand = ~body                                                           # step 4
+    cand = np.logical_not(body, out=body)                                  # step 4 (in place)
     del body
     labels, n = ndimage.label(cand, structure=_STRUCT_26)                  # step 5
+    del cand
     if n == 0:
         return np.zeros(hu.shape, dtype=np.uint8)
     sizes = _component_sizes(labels, n)
@@ -412,7 +525,7 @@ def lung_pseudo_label(
         ids = [int(k) for k in order if sizes[k] > 0 and sizes[k] * voxel_ml >= min_lung_ml]
         if not ids:
             ids = [int(order[0])]
-    return _select_labels(labels, ids).view(np.uint8)
+    return _select_labels(labels, ids, n, out=np.empty(hu.shape, dtype=np.uint8))
 
 
 def lung_qc(
@@ -445,8 +558,11 @@ def lung_qc(
     ``n_lungs`` (26-connected components of at least ``min_component_ml``),
     ``side_fractions`` ([columns < midline, columns >= midline]),
     ``touches_border`` (bool).
+
+    Memory: the int32 label volume, 2 copies of the (1 mm) mask's volume as
+    int16; a bool or uint8 {0, 1} mask is labelled through a view.
     """
-    m = np.asarray(mask) > 0
+    m = _as_bool_mask(mask)  # a view of a uint8 {0, 1} mask: the label volume is the only big array
     voxel_ml = float(np.prod(np.asarray(spacing_mm, dtype=float))) / 1000.0
     n_vox = int(m.sum())
     vol = n_vox * voxel_ml
@@ -470,6 +586,7 @@ def lung_qc(
         reasons.append(f"one lung missing: {which} half holds {min(sides):.1%} of the mask")
     labels, n = ndimage.label(m, structure=_STRUCT_26)
     sizes = _component_sizes(labels, n)
+    del labels
     res["n_lungs"] = int(np.sum(sizes * voxel_ml >= min_component_ml))
     border = m[:, 0, :].any() or m[:, -1, :].any() or m[:, :, 0].any() or m[:, :, -1].any()
     res["touches_border"] = bool(border)
@@ -507,7 +624,7 @@ def crop_to_mask(
     """
     if ct_u8.shape != mask.shape:
         raise VolumeError(None, f"CT {ct_u8.shape} and mask {mask.shape} differ in shape")
-    m = np.asarray(mask) > 0
+    m = _as_bool_mask(mask)  # a view for bool / uint8 {0, 1} masks; copied before clipping
     n = m.shape[0]
     z_lo, z_hi = int(z_clip[0] * n), int(z_clip[1] * n)
     if (z_lo, z_hi) != (0, n):
@@ -591,13 +708,16 @@ def make_decovnet_input(
     Returns
     -------
     np.ndarray, (2, T, hw[0], hw[1]) float32; channel 0 in [0, 1], channel 1 in {0, 1}.
+
+    Memory: mostly the float32 output; 1.45 copies of a 375×512×512 1 mm
+    volume (int16) for 224×336.
     """
     if crop:
         ct_u8, mask, _ = crop_to_mask(ct_u8, mask, inclusive=bbox_inclusive, z_clip=z_clip)
     elif ct_u8.shape != mask.shape:
         raise VolumeError(None, f"CT {ct_u8.shape} and mask {mask.shape} differ in shape")
     ct_r = resize_inplane(np.asarray(ct_u8, dtype=np.uint8), hw, order=ct_order)
-    m_r = resize_inplane((np.asarray(mask) > 0).astype(np.uint8), hw, order=mask_order)
+    m_r = resize_inplane(_as_u8_mask(mask), hw, order=mask_order)
     out = np.empty((2,) + ct_r.shape, dtype=np.float32)
     np.multiply(ct_r, np.float32(1.0 / 255.0), out=out[0])
     out[1] = m_r > 0 if mask_order == 0 else m_r >= 1
@@ -621,10 +741,16 @@ def preprocess_ct(
     mask_order: int = 0,
     qc_lung_volume_ml: tuple[float, float] = (1000.0, 9000.0),
     compute_mask: bool = True,
+    trace: "MemoryTrace | None" = None,
 ) -> dict[str, Any]:
     """Run spec §2–3 on one volume: FOV → z-resample → window, plus the
     pseudo-label lung mask (computed at native spacing on the FOV'd HU,
     resampled to 1 mm with order ``mask_order``) and its QC.
+
+    ``trace`` (a :class:`reprolib.memtrace.MemoryTrace` that has been entered)
+    records each step's time and peak memory above its inputs, with its
+    working shape (native S×H×W or 1 mm T0×H×W); it is not a preprocessing
+    parameter and does not change the result.
 
     Volumes without HU (``is_hu=False``, e.g. CC-CCII PNG stacks) skip FOV,
     window and the pseudo-label (its HU threshold has no meaning there) and
@@ -650,18 +776,27 @@ def preprocess_ct(
     sz, sy, sx = (float(v) for v in volume.spacing_mm)
     z_known = bool(np.isfinite(sz) and sz > 0)
     factor = sz / z_spacing_mm if z_known else 1.0
-    mask_native = None
+    native = tuple(hu.shape)
+    one_mm = (int(round(native[0] * factor)),) + native[1:] if z_known else native  # _zoom_axis0's rule
 
+    def step(name: str, shape: tuple[int, ...]):
+        return trace.step(name, shape) if trace is not None else nullcontext()
+
+    mask_native = None
     if volume.is_hu:
-        hu_fov = apply_fov(hu, fov_radius_px, fov_offset_hu)
+        with step("apply_fov", native):
+            hu_fov = apply_fov(hu, fov_radius_px, fov_offset_hu)
         if compute_mask:
-            mask_native = lung_pseudo_label(hu_fov, lung_threshold_hu, keep=lung_keep,
-                                            min_lung_ml=min_lung_ml, spacing_mm=volume.spacing_mm)
+            with step("lung_pseudo_label", native):
+                mask_native = lung_pseudo_label(hu_fov, lung_threshold_hu, keep=lung_keep,
+                                                min_lung_ml=min_lung_ml, spacing_mm=volume.spacing_mm)
         if z_known:
-            hu_fov = resample_z(hu_fov, sz, z_spacing_mm, z_order)
+            with step("resample_z", one_mm):
+                hu_fov = resample_z(hu_fov, sz, z_spacing_mm, z_order)  # frees the native copy
         else:
             flags.append("spacing_unknown: not resampled")
-        ct_u8 = window(hu_fov, *hu_window)
+        with step("window", one_mm):
+            ct_u8 = window(hu_fov, *hu_window)
         del hu_fov
     else:
         flags.append("no_hu: FOV and window skipped (already windowed)")
@@ -669,25 +804,65 @@ def preprocess_ct(
             flags.append("no_hu: pseudo-label skipped (HU threshold undefined)")
         src = hu if hu.dtype == np.uint8 else np.clip(np.rint(hu), 0, 255).astype(np.uint8)
         if z_known:
-            ct_u8 = resample_z(src, sz, z_spacing_mm, z_order)
+            with step("resample_z", one_mm):
+                ct_u8 = resample_z(src, sz, z_spacing_mm, z_order)
         else:
             flags.append("spacing_unknown: not resampled")
             ct_u8 = np.array(src, copy=True)
+        del src
 
     t0 = ct_u8.shape[0]
     out_dz = resampled_spacing_mm(hu.shape[0], sz, t0) if z_known else sz
     spacing = (out_dz, sy, sx)
     mask = qc = None
     if mask_native is not None:
-        mask = resample_mask_z(mask_native, factor, order=mask_order) if z_known else mask_native
+        if z_known:
+            with step("resample_mask_z", one_mm):
+                mask = resample_mask_z(mask_native, factor, order=mask_order)
+        else:
+            mask = mask_native
+        del mask_native  # the native mask is not kept: lung_qc runs beside the 1 mm outputs only
         if mask.shape != ct_u8.shape:  # cannot happen: same zoom rule
             raise VolumeError(volume.source or None, f"mask {mask.shape} != CT {ct_u8.shape}")
-        qc = lung_qc(mask, spacing, qc_lung_volume_ml)
+        with step("lung_qc", one_mm):
+            qc = lung_qc(mask, spacing, qc_lung_volume_ml)
         if not qc["ok"]:
             flags.append("lung_qc_failed: " + "; ".join(qc["reasons"]))
     return {"ct_u8": ct_u8, "lung_mask": mask, "spacing_mm": spacing, "z_factor": factor,
             "n_slices_in": int(hu.shape[0]), "qc": qc, "flags": flags, "params": params,
             "source": volume.source}
+
+
+def memory_record(trace: "MemoryTrace", shape_native: Sequence[int], shape_1mm: Sequence[int]) -> dict[str, Any]:
+    """JSON-able memory figures of one traced :func:`preprocess_ct` call.
+
+    ``steps``: one dict per step (``step``, ``shape``, ``seconds``,
+    ``peak_bytes``, ``peak_MB``, ``copies`` in int16 copies of the step's
+    working volume, see :mod:`reprolib.memtrace`); ``max_step_copies`` and
+    ``max_step``: the largest of them; ``peak_bytes``/``peak_MB``: the whole
+    call above its input; ``copies``: that peak in copies of the larger of the
+    native and 1 mm volumes; ``target_copies``: the per-step target (3).
+    """
+    from .memtrace import TARGET_COPIES, copy_bytes
+
+    steps = trace.records()
+    worst = max(steps, key=lambda d: d["copies"], default=None)
+    unit = max(copy_bytes(shape_native), copy_bytes(shape_1mm))
+    return {"steps": steps, "max_step_copies": worst["copies"] if worst else float("nan"),
+            "max_step": worst["step"] if worst else "-", "peak_bytes": int(trace.peak_bytes),
+            "peak_MB": trace.peak_bytes / 1e6, "copies": trace.peak_bytes / max(unit, 1),
+            "target_copies": TARGET_COPIES}
+
+
+def measured_preprocess(volume: CTVolume, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`preprocess_ct` under a :class:`~reprolib.memtrace.MemoryTrace`;
+    the result gains ``memory`` (:func:`memory_record`). Same arrays and values."""
+    from .memtrace import MemoryTrace
+
+    with MemoryTrace() as tr:
+        res = preprocess_ct(volume, **dict(params or {}), trace=tr)
+    res["memory"] = memory_record(tr, volume.hu.shape, res["ct_u8"].shape)
+    return res
 
 
 # ------------------------------------------------------------------------ cache
@@ -748,8 +923,14 @@ def cached_preprocess(
     params: dict[str, Any] | None = None,
     *,
     compress: bool = True,
+    measure_memory: bool = False,
 ) -> tuple[dict[str, Any], str]:
     """:func:`preprocess_ct` with a per-volume on-disk cache.
+
+    With ``measure_memory=True`` a computed (not cached) result carries
+    ``memory``: the per-step peaks of :func:`memory_record`, stored in the
+    cache file with the rest so that a later hit returns the figures measured
+    when the result was computed.
 
     The key is :func:`cache_key` (input bytes, spacing, ``params``, code
     version); the result is stored as ``<cache_dir>/<key>.npz`` written
@@ -773,7 +954,10 @@ def cached_preprocess(
         return cached, key
     if existed:
         warnings.warn(f"{path}: corrupt or stale preprocessing cache file; recomputing", stacklevel=2)
-    res = preprocess_ct(volume, **params)
+    if measure_memory:
+        res = measured_preprocess(volume, params)
+    else:
+        res = preprocess_ct(volume, **params)
     meta_result = _json_roundtrip({k: v for k, v in res.items() if k not in _ARRAY_KEYS})
     arrays = {k: res[k] for k in _ARRAY_KEYS if res[k] is not None}
     meta = {"key": key, "version": PREPROCESS_VERSION, "result": meta_result,
