@@ -29,6 +29,7 @@ work_dir = None
 results_dir = None
 
 # %%
+import json
 import time
 from pathlib import Path
 
@@ -94,6 +95,8 @@ nb.glue_timing("unet_train_seconds", time.perf_counter() - t0)
 best = train.load_checkpoint(hist.best_path, model=unet)
 sha = Path(hist.best_path + ".sha256").read_text().split()[0]
 nb.glue("unet_checkpoint_sha256", sha)
+book.atomic_write_text(work / "unet_checkpoint.json",  # read by notebook 04
+                       json.dumps({"path": str(hist.best_path), "sha256": sha, "size": size}))
 nb.glue("unet_best_epoch", int(hist.best_epoch))
 nb.glue("unet_epochs", S["epochs"])
 

@@ -182,3 +182,224 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(bool), b.astype(bool)
     s = a.sum() + b.sum()
     return 1.0 if s == 0 else float(2.0 * np.logical_and(a, b).sum() / s)
+
+
+# ------------------------------------------------------------ classifier cohorts
+
+
+def classifier_input(ct_u8: np.ndarray, mask: np.ndarray, hw: tuple[int, int] = (224, 336),
+                     z_step: int = 1) -> np.ndarray:
+    """DeCoVNet / 2DClfNet input of one preprocessed volume.
+
+    Crops CT and lung mask to the mask's bounding box, resizes in-plane to ``hw``
+    (:func:`reprolib.preprocess.make_decovnet_input`) and keeps every ``z_step``-th
+    1 mm slice (``z_step=1``: the method as specified; larger steps are a stated
+    CPU-budget setting of a profile).
+
+    Parameters
+    ----------
+    ct_u8 : (T0, H, W) uint8 windowed CT at 1 mm
+    mask : (T0, H, W) {0, 1} lung mask
+
+    Returns
+    -------
+    (2, ceil(T / z_step), hw[0], hw[1]) float32: CT/255 in [0, 1], mask in {0, 1}.
+    """
+    from . import preprocess
+
+    if int(z_step) < 1:
+        raise ValueError(f"z_step must be >= 1, got {z_step!r}")
+    x = preprocess.make_decovnet_input(ct_u8, mask, tuple(hw))
+    return np.ascontiguousarray(x[:, :: int(z_step)])
+
+
+def _phantom_case(i: int, job: dict[str, Any]) -> tuple[np.ndarray, int, dict[str, Any]]:
+    """One case of :func:`synthetic_classifier_cohort` (module level so that it pickles)."""
+    from . import phantoms, preprocess
+    from .io import CTVolume
+
+    t0 = time.perf_counter()
+    label = i % 2
+    finding = "covid" if label else ("clear" if (i // 2) % 2 == 0 else "non_covid")
+    ph = phantoms.ct_phantom(10_000 * (job["seed"] + 1) + i, label, job["shape"], job["spacing_mm"], finding,
+                             finding_scale=job["finding_scale"])
+    vol = CTVolume(hu=np.array(ph.hu), spacing_mm=ph.spacing_mm, source=ph.case_id)
+    res = preprocess.preprocess_ct(vol, **job["params"])
+    x = classifier_input(res["ct_u8"], res["lung_mask"], job["hw"], job["z_step"])
+    lesion_1mm = preprocess.resample_mask_z(np.asarray(ph.lesion_mask), res["z_factor"])
+    _, _, bbox = preprocess.crop_to_mask(res["ct_u8"], res["lung_mask"])
+    sl = tuple(slice(a, b) for a, b in bbox)
+    lesion = preprocess.resize_inplane(lesion_1mm[sl], job["hw"], order=0)
+    lesion = np.ascontiguousarray(lesion[:: job["z_step"]])
+    voxel_ml = float(np.prod(ph.spacing_mm)) / 1000.0
+    row = {"case_id": ph.case_id, "label": label, "finding": ph.finding, "finding_detail": ph.finding_detail,
+           "T": int(x.shape[1]), "lesion_ml": float(np.asarray(ph.lesion_mask).sum()) * voxel_ml,
+           "seconds": time.perf_counter() - t0, "lesion": lesion}
+    return x, label, row
+
+
+def synthetic_classifier_cohort(n: int, seed: int = 0, *, shape: tuple[int, int, int] = (48, 128, 128),
+                                spacing_mm: tuple[float, float, float] = (2.5, 1.4, 1.4),
+                                finding_scale: float = 1.0, hw: tuple[int, int] = (64, 96), z_step: int = 1,
+                                preprocess_params: dict[str, Any] | None = None, progress: bool = True,
+                                workers: int | None = None) -> tuple[list[tuple[np.ndarray, int, str]], pd.DataFrame]:
+    """Phantom volumes for training and testing the classifiers, built in memory.
+
+    Case ``i`` is ``phantoms.ct_phantom(seed=10_000·(seed+1) + i)`` (disjoint from the
+    phantoms of notebook 01); labels alternate COVID / negative, negatives alternate
+    clear / non-COVID finding. Each volume goes through
+    :func:`reprolib.preprocess.preprocess_ct` and its pseudo-label lung mask into
+    :func:`classifier_input`. The lesion masks (resampled to 1 mm like the CT, cropped
+    and resized like the input) are kept for the localisation chapter. ``workers`` > 1
+    builds cases in that many forked processes (same result, case order kept).
+
+    Returns
+    -------
+    items : list of ``(x (2, T, h, w) float32, label, case_id)``
+    table : one row per case: ``case_id``, ``label``, ``finding``, ``finding_detail``,
+        ``T``, ``lesion_ml``, ``seconds``, and ``lesion`` ((T, h, w) uint8 lesion mask
+        in the input's grid).
+    """
+    from tqdm.auto import tqdm
+
+    job = dict(seed=int(seed), shape=tuple(shape), spacing_mm=tuple(spacing_mm), finding_scale=float(finding_scale),
+               hw=tuple(hw), z_step=int(z_step), params=dict(preprocess_params or {}))
+    workers = max(1, min(int(workers or 1), int(n)))
+    items, rows = [], []
+    if workers == 1:
+        results = (_phantom_case(i, job) for i in range(int(n)))
+        pool = None
+    else:  # processes: phantom generation and preprocessing are single-threaded NumPy
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
+        results = pool.map(_phantom_case, range(int(n)), [job] * int(n), chunksize=4)
+    try:
+        for x, label, row in tqdm(results, total=int(n), desc="phantoms", disable=not progress):
+            items.append((x, label, row["case_id"]))
+            rows.append(row)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return items, pd.DataFrame(rows)
+
+
+def patient_folds(groups: "list[str] | np.ndarray", labels: "list[int] | np.ndarray", k: int | None = None,
+                  seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Patient-level cross-validation folds ``[(train_idx, test_idx), ...]``.
+
+    ``k=None`` (or ``k`` ≥ the number of patients): leave-one-patient-out. Otherwise
+    scikit-learn's ``StratifiedGroupKFold(k, shuffle=True, random_state=seed)``. No
+    patient is ever on both sides of a fold; every index is tested exactly once.
+    """
+    from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold
+
+    groups = np.asarray(groups)
+    labels = np.asarray(labels)
+    if len(groups) != len(labels):
+        raise ValueError(f"groups ({len(groups)}) and labels ({len(labels)}) differ in length")
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise ValueError(f"need at least 2 patients for cross-validation, got {n_groups}")
+    if k is None or k >= n_groups:
+        splitter = LeaveOneGroupOut()
+        return [(tr, te) for tr, te in splitter.split(labels, labels, groups)]
+    splitter = StratifiedGroupKFold(n_splits=int(k), shuffle=True, random_state=seed)
+    return [(tr, te) for tr, te in splitter.split(np.zeros(len(labels)), labels, groups)]
+
+
+def real_classifier_cohort(index: pd.DataFrame, unet: Any, hw: tuple[int, int] = (224, 336), z_step: int = 1,
+                           unet_size: tuple[int, int] | None = None,
+                           progress: bool = True) -> tuple[list[tuple[np.ndarray, int, str]], pd.DataFrame]:
+    """Classifier inputs of the preprocessed volumes of notebook 02, with U-Net lung masks.
+
+    Every row of ``index`` (:func:`load_index`) is loaded (:func:`load_preprocessed`),
+    segmented slice by slice with ``unet`` (:func:`reprolib.train.segment_volume`,
+    in-plane size ``unet_size``) and turned into :func:`classifier_input`. Label 1 =
+    ``covid19``, 0 = anything else. Volumes whose U-Net mask is empty are skipped and
+    listed in the table with ``used=False``.
+
+    Returns
+    -------
+    items : list of ``(x (2, T, h, w) float32, label, case_id)`` (used volumes only)
+    table : ``case_id``, ``group``, ``label``, ``source_label``, ``T``, ``mask_ml``,
+        ``seconds_unet``, ``used``, ``note``.
+    """
+    from tqdm.auto import tqdm
+
+    from . import train
+
+    items, rows = [], []
+    for row in tqdm(list(index.itertuples(index=False)), desc="U-Net masks", disable=not progress):
+        pre = load_preprocessed(row.npz)
+        t0 = time.perf_counter()
+        mask = train.segment_volume(unet, pre["ct_u8"], batch=8, size=unet_size)
+        seconds = time.perf_counter() - t0
+        label = int(row.label == "covid19")
+        dz, dy, dx = (float(v) for v in pre["spacing_mm"])
+        mask_ml = float(mask.sum()) * dz * dy * dx / 1000.0 if np.isfinite(dz * dy * dx) else float("nan")
+        r = {"case_id": row.case_id, "group": row.group, "label": label, "source_label": row.label,
+             "mask_ml": mask_ml, "seconds_unet": seconds, "used": False, "note": "-", "T": 0}
+        if not mask.any():
+            r["note"] = "empty U-Net mask: skipped"
+        else:
+            x = classifier_input(pre["ct_u8"], mask, hw, z_step)
+            if x.shape[1] < 2:
+                r["note"] = f"only {x.shape[1]} slice(s) after cropping: skipped"
+            else:
+                items.append((x, label, row.case_id))
+                r.update(used=True, T=int(x.shape[1]))
+        rows.append(r)
+    return items, pd.DataFrame(rows)
+
+
+def save_classifier_cohort(path: str | Path, items: list[tuple[np.ndarray, int, str]], table: pd.DataFrame,
+                           folds: list[tuple[np.ndarray, np.ndarray]]) -> Path:
+    """Write a classifier cohort (inputs, labels, ids, per-case table, folds) atomically as ``.npz``
+    (inputs stored as float16: CT/255 on an 8-bit grid and a {0, 1} mask are exact within 1e-3)."""
+    import io as _io
+
+    from .files import atomic_write_bytes
+
+    arrays: dict[str, Any] = {}
+    for i, (x, _, _) in enumerate(items):
+        arrays[f"x{i}"] = np.asarray(x, dtype=np.float16)
+    arrays["labels"] = np.asarray([lab for _, lab, _ in items], dtype=np.int64)
+    arrays["case_ids"] = np.asarray([cid for _, _, cid in items], dtype=str)
+    keep = table.drop(columns=[c for c in table.columns if c == "lesion"])
+    arrays["table_json"] = np.asarray(keep.to_json(orient="records"))
+    if "lesion" in table:
+        for i, les in enumerate(table["lesion"]):
+            arrays[f"lesion{i}"] = np.asarray(les, dtype=np.uint8)
+    for k, (tr, te) in enumerate(folds):
+        arrays[f"fold{k}_train"] = np.asarray(tr, dtype=np.int64)
+        arrays[f"fold{k}_test"] = np.asarray(te, dtype=np.int64)
+    buf = _io.BytesIO()
+    np.savez(buf, **arrays)
+    path = Path(path)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def load_classifier_cohort(path: str | Path) -> tuple[list[tuple[np.ndarray, int, str]], pd.DataFrame,
+                                                       list[tuple[np.ndarray, np.ndarray]]]:
+    """Inverse of :func:`save_classifier_cohort` (inputs back as float32). A missing or
+    unreadable file raises :class:`reprolib.errors.InputError` naming it."""
+    from .errors import InputError
+
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            labels, ids = z["labels"], z["case_ids"]
+            items = [(z[f"x{i}"].astype(np.float32), int(labels[i]), str(ids[i])) for i in range(len(labels))]
+            table = pd.DataFrame(json.loads(str(z["table_json"])))
+            if f"lesion0" in z.files:
+                table["lesion"] = [z[f"lesion{i}"] for i in range(len(table))]
+            folds, k = [], 0
+            while f"fold{k}_train" in z.files:
+                folds.append((z[f"fold{k}_train"], z[f"fold{k}_test"]))
+                k += 1
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(path, f"missing or unreadable classifier cohort ({exc}); rerun notebook 04") from exc
+    return items, table, folds

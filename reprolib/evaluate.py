@@ -458,6 +458,62 @@ def patient_level(df: pd.DataFrame, *, score: str = "p_covid") -> pd.DataFrame:
               .reset_index())
 
 
+def binary_report(y, p, n_boot: int = 2000, seed: int = 0, *, threshold: float = 0.5,
+                  alpha: float = 0.05) -> dict[str, Any]:
+    """ROC AUC and average precision with percentile bootstrap CIs (volumes resampled,
+    single-class resamples redrawn), :func:`binary_metrics` at ``threshold``, and the ROC
+    and PR curves (dicts of lists). With only one class present the AUC, AP and their
+    CIs are NaN and the curves empty.
+    """
+    y, p = _as_arrays(y, p)
+    out: dict[str, Any] = dict(binary_metrics(y, p, threshold))
+    nan = float("nan")
+    if 0 < int(y.sum()) < y.size:
+        out["roc_auc"] = roc_auc(y, p)
+        out["roc_auc_ci_lo"], out["roc_auc_ci_hi"] = bootstrap_ci(roc_auc, y, p, n_boot, alpha, seed)
+        out["average_precision"] = average_precision(y, p)
+        out["average_precision_ci_lo"], out["average_precision_ci_hi"] = bootstrap_ci(
+            average_precision, y, p, n_boot, alpha, seed)
+        rc, pc = roc(y, p), pr(y, p)
+        out["roc_curve"] = {"fpr": rc.fpr.tolist(), "tpr": rc.tpr.tolist()}
+        out["pr_curve"] = {"precision": pc.precision.tolist(), "recall": pc.recall.tolist()}
+    else:
+        for k in ("roc_auc", "roc_auc_ci_lo", "roc_auc_ci_hi", "average_precision",
+                  "average_precision_ci_lo", "average_precision_ci_hi"):
+            out[k] = nan
+        out["roc_curve"] = {"fpr": [], "tpr": []}
+        out["pr_curve"] = {"precision": [], "recall": []}
+    out["bootstrap"] = {"n_boot": int(n_boot), "seed": int(seed), "alpha": float(alpha), "unit": "volume"}
+    return out
+
+
+def paired_auc_difference(y, p_a, p_b, n_boot: int = 2000, seed: int = 0,
+                          alpha: float = 0.05) -> dict[str, float]:
+    """ROC AUC of ``p_a`` minus that of ``p_b`` on the same cases, with a percentile
+    bootstrap CI from resampling cases jointly for both (single-class resamples redrawn).
+
+    Returns ``{"difference", "ci_lo", "ci_hi", "auc_a", "auc_b"}``.
+    """
+    y, p_a = _as_arrays(y, p_a)
+    _, p_b = _as_arrays(y, p_b)
+    both = np.stack([p_a, p_b], axis=1)
+    diff = lambda yy, pp: roc_auc(yy, pp[:, 0]) - roc_auc(yy, pp[:, 1])  # noqa: E731
+    rng = np.random.default_rng(seed)
+    n = y.size
+    vals = np.empty(int(n_boot))
+    for b in range(int(n_boot)):
+        for _ in range(100):
+            idx = rng.integers(0, n, n)
+            if 0 < y[idx].sum() < n:
+                break
+        else:
+            raise RuntimeError("100 resamples in a row held a single class")
+        vals[b] = diff(y[idx], both[idx])
+    lo, hi = np.percentile(vals, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    a, b_ = roc_auc(y, p_a), roc_auc(y, p_b)
+    return {"difference": a - b_, "ci_lo": float(lo), "ci_hi": float(hi), "auc_a": a, "auc_b": b_}
+
+
 def paper_statistics(
     df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, *, threshold: float = 0.5, alpha: float = 0.05,
     spec_targets: Sequence[float] = (0.90, 0.95, 0.98), sens_targets: Sequence[float] = (0.90,),

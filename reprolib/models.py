@@ -228,8 +228,12 @@ class DeCoVNet(nn.Module):
         dropout: float = 0.0,
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.1,
+        fc_init: str = "official",
     ):
         super().__init__()
+        if fc_init not in ("official", "pytorch"):
+            raise ValueError(f"fc_init must be 'official' or 'pytorch', got {fc_init!r}")
+        self.fc_init = fc_init
         if len(proclf_grids) != 4 or len(proclf_channels) != 3:
             raise ValueError("proclf_grids needs 4 sizes and proclf_channels 3 widths")
         c1, c2, c3 = (int(c) for c in proclf_channels)
@@ -269,10 +273,18 @@ class DeCoVNet(nn.Module):
 
     def reset_parameters(self) -> None:
         """Spec initialisation: Conv3d Kaiming-normal (fan_out, ReLU), bias 0; BN gamma 1,
-        beta 0, except the last BN of each bottleneck (gamma 0); Linear N(0, 0.01^2), bias 0."""
+        beta 0, except the last BN of each bottleneck (gamma 0); Linear N(0, 0.01^2), bias 0.
+
+        ``fc_init="pytorch"`` re-draws ``fc1``/``fc2`` with PyTorch's default Linear
+        initialisation instead: with two stacked N(0, 0.01^2) layers the logits start
+        about 1e-4 apart and a run of a few hundred steps stays at the constant
+        prediction (the official schedule has ~50,000 steps)."""
         official_init(self)
         for block in (self.res1, self.res2):
             nn.init.zeros_(block.bn3.weight)
+        if self.fc_init == "pytorch":
+            self.fc1.reset_parameters()
+            self.fc2.reset_parameters()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """ResBlock-2 output ``(N, 128, T//2, H/8, W/8)`` for input ``(N, 2, T, H, W)``."""
@@ -288,6 +300,23 @@ class DeCoVNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.features(x))
+
+
+OFFICIAL_PROCLF_GRIDS: tuple[tuple[int, int, int], ...] = ((16, 24, 36), (4, 12, 18), (1, 6, 9), (1, 1, 1))
+
+
+def proclf_grids_for(hw: Sequence[int]) -> tuple[tuple[int, int, int], ...]:
+    """ProClf pooling grids for an in-plane input size other than 224×336.
+
+    The official grids are scaled in-plane by ``hw / (224, 336)`` (rounded, at least 1),
+    so the classifier pools the same fraction of the lung field; depth grids are
+    unchanged. ``(224, 336)`` gives the official grids. Parameter count is unchanged.
+    """
+    h, w = (int(v) for v in hw)
+    if h < 8 or w < 8:
+        raise ValueError(f"in-plane size must be at least 8×8, got {h}×{w}")
+    return tuple((d, max(1, round(gh * h / 224)), max(1, round(gw * w / 336)))
+                 for d, gh, gw in OFFICIAL_PROCLF_GRIDS)
 
 
 def linearised_cam_weights(model: DeCoVNet, target: int = 1) -> torch.Tensor:
@@ -348,8 +377,11 @@ class Clf2DNet(nn.Module):
     """
 
     def __init__(self, in_ch: int = 2, n_classes: int = 2, *, stem_ch: int = 64, width: int = 128,
-                 slice_chunk: int = 32, always_project: bool = True):
+                 slice_chunk: int = 32, always_project: bool = True, fc_init: str = "official"):
         super().__init__()
+        if fc_init not in ("official", "pytorch"):
+            raise ValueError(f"fc_init must be 'official' or 'pytorch', got {fc_init!r}")
+        self.fc_init = fc_init
         self.slice_chunk = int(slice_chunk)
         self.stem = nn.Sequential(
             nn.Conv2d(in_ch, stem_ch, 7, stride=2, padding=3, bias=False),
@@ -372,10 +404,13 @@ class Clf2DNet(nn.Module):
 
     def reset_parameters(self) -> None:
         """As DeCoVNet: conv Kaiming-normal (fan_out, ReLU), bias 0; BN 1/0 except the
-        last BN of each residual branch (gamma 0); Linear N(0, 0.01^2), bias 0."""
+        last BN of each residual branch (gamma 0); Linear N(0, 0.01^2), bias 0
+        (``fc_init="pytorch"``: PyTorch's default Linear initialisation, as for DeCoVNet)."""
         official_init(self)
         for block in (self.res1, self.res2):
             nn.init.zeros_(block.bn2.weight)
+        if self.fc_init == "pytorch":
+            self.fc.reset_parameters()
 
     def slice_features(self, x2d: torch.Tensor) -> torch.Tensor:
         """Per-slice descriptor: ``(B, 2, H, W)`` -> ``(B, 128)`` (global max-pool)."""

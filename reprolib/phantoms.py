@@ -385,8 +385,11 @@ def _mm(g: _Grid, ijk: np.ndarray) -> np.ndarray:
 
 def _paint_blob(g: _Grid, rng: np.random.Generator, centre: np.ndarray, radius: float,
                 allowed: np.ndarray, out_mask: np.ndarray, hu: np.ndarray, value: float,
-                lobes: int = 3, tex: np.ndarray | None = None) -> None:
-    """Union of ``lobes`` jittered ellipsoids around ``centre`` (mm), ∩ ``allowed``; set HU and mask."""
+                lobes: int = 3, tex: np.ndarray | None = None, scale: float = 1.0) -> None:
+    """Union of ``lobes`` jittered ellipsoids around ``centre`` (mm), ∩ ``allowed``; set HU and mask.
+
+    ``scale`` multiplies ``radius`` (the jitter draws are the same for any scale)."""
+    radius = radius * scale
     for i in range(lobes):
         c = centre if i == 0 else centre + rng.normal(0, 0.5 * radius, 3).astype(np.float32)
         radii = (radius * rng.uniform(0.6, 1.2, 3) * (1.0 if i == 0 else 0.7)).astype(np.float32)
@@ -399,7 +402,8 @@ def _paint_blob(g: _Grid, rng: np.random.Generator, centre: np.ndarray, radius: 
         hu[box] = np.where(m, vals, hu[box])
 
 
-def _paint_covid(g: _Grid, rng: np.random.Generator, an: _Anatomy, hu: np.ndarray, tex: np.ndarray):
+def _paint_covid(g: _Grid, rng: np.random.Generator, an: _Anatomy, hu: np.ndarray, tex: np.ndarray,
+                 scale: float = 1.0):
     """Bilateral, peripheral, posterior-predominant GGO blobs with some consolidation."""
     u = g.u
     lesion = np.zeros(g.shape, dtype=bool)
@@ -419,14 +423,15 @@ def _paint_covid(g: _Grid, rng: np.random.Generator, an: _Anatomy, hu: np.ndarra
             continue
         blobs.append((k, _mm(g, ijk), rng.uniform(0.08, 0.18) * u))
     for k, c, r in blobs:
-        _paint_blob(g, rng, c, r, an.lungs, lesion, hu, rng.uniform(-680, -430), tex=tex)
+        _paint_blob(g, rng, c, r, an.lungs, lesion, hu, rng.uniform(-680, -430), tex=tex, scale=scale)
     for k, c, r in blobs:
         if rng.uniform() < 0.45:
-            _paint_blob(g, rng, c, 0.5 * r, an.deep[k], dense, hu, rng.uniform(-60, 40), lobes=2)
+            _paint_blob(g, rng, c, 0.5 * r, an.deep[k], dense, hu, rng.uniform(-60, 40), lobes=2, scale=scale)
     return lesion | dense, f"covid_{len(blobs)}_blobs"
 
 
-def _paint_non_covid(g: _Grid, rng: np.random.Generator, an: _Anatomy, hu: np.ndarray, tex: np.ndarray) -> str:
+def _paint_non_covid(g: _Grid, rng: np.random.Generator, an: _Anatomy, hu: np.ndarray, tex: np.ndarray,
+                     scale: float = 1.0) -> str:
     """One non-COVID finding (nodule, unilateral consolidation or emphysema); returns its kind."""
     u = g.u
     kind = NON_COVID_KINDS[int(rng.integers(len(NON_COVID_KINDS)))]
@@ -436,21 +441,21 @@ def _paint_non_covid(g: _Grid, rng: np.random.Generator, an: _Anatomy, hu: np.nd
         ijk = _pick_voxel(rng, an.deep[k] & (an.q[k] <= 0.45))
         if ijk is not None:
             r = rng.uniform(0.05, 0.09) * u
-            _paint_blob(g, rng, _mm(g, ijk), r, an.core, scratch, hu, rng.uniform(20, 60), lobes=1)
+            _paint_blob(g, rng, _mm(g, ijk), r, an.core, scratch, hu, rng.uniform(20, 60), lobes=1, scale=scale)
     elif kind == "unilateral_consolidation":
         ijk = _pick_voxel(rng, an.deep[k] & (an.q[k] >= 0.3) & (an.q[k] <= 0.6))
         if ijk is not None:
             c, r = _mm(g, ijk), rng.uniform(0.12, 0.16) * u
             _paint_blob(g, rng, c, 1.5 * r, an.lungs & (an.side == 2 * k - 1), scratch, hu,
-                        rng.uniform(-600, -480), lobes=2, tex=tex)
-            _paint_blob(g, rng, c, r, an.deep[k], scratch, hu, rng.uniform(-40, 40), lobes=2)
+                        rng.uniform(-600, -480), lobes=2, tex=tex, scale=scale)
+            _paint_blob(g, rng, c, r, an.deep[k], scratch, hu, rng.uniform(-40, 40), lobes=2, scale=scale)
     else:  # emphysema: small very-low-attenuation spots, upper zones, both lungs
         cand = an.core & (g.h > 0.5)
         for _ in range(int(rng.integers(12, 30))):
             ijk = _pick_voxel(rng, cand)
             if ijk is not None:
                 _paint_blob(g, rng, _mm(g, ijk), rng.uniform(0.02, 0.05) * u, an.lungs, scratch, hu,
-                            rng.uniform(-990, -960), lobes=1)
+                            rng.uniform(-990, -960), lobes=1, scale=scale)
     return kind
 
 
@@ -470,7 +475,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 
 def ct_phantom(seed: int, label: int, shape: Sequence[int] = (48, 128, 128),
                spacing_mm: Sequence[float] = (2.5, 1.4, 1.4), finding: str | None = None,
-               case_id: str | None = None) -> CTPhantom:
+               case_id: str | None = None, finding_scale: float = 1.0) -> CTPhantom:
     """Build a synthetic chest CT.
 
     Parameters
@@ -490,6 +495,10 @@ def ct_phantom(seed: int, label: int, shape: Sequence[int] = (48, 128, 128),
         ``None`` picks one from the seed.
     case_id : str or None
         Defaults to ``f"syn-ct-{seed:04d}"``.
+    finding_scale : float
+        Multiplies the radius of every finding (COVID lesions and non-COVID
+        nodules, consolidations and emphysema spots alike); 1.0 = the default
+        phantoms. Positions and counts do not depend on it.
 
     Returns
     -------
@@ -497,6 +506,8 @@ def ct_phantom(seed: int, label: int, shape: Sequence[int] = (48, 128, 128),
         int16 HU volume (z, y, x) with uint8 lung and lesion masks.
     """
     shp, spacing = _check_ct_args(label, shape, spacing_mm, finding)
+    if not (np.isfinite(finding_scale) and finding_scale > 0):
+        raise ConfigError(None, f"finding_scale must be a positive number, got {finding_scale!r}")
     if finding is None:
         pick = np.random.default_rng([_SALT_CT, seed, 4])
         finding = "covid" if label == 1 else ("clear" if pick.uniform() < 0.5 else "non_covid")
@@ -516,9 +527,9 @@ def ct_phantom(seed: int, label: int, shape: Sequence[int] = (48, 128, 128),
     lesion = np.zeros(shp, dtype=bool)
     detail = ""
     if finding == "covid":
-        lesion, detail = _paint_covid(g, rng_find, an, hu, tex)
+        lesion, detail = _paint_covid(g, rng_find, an, hu, tex, finding_scale)
     elif finding == "non_covid":
-        detail = _paint_non_covid(g, rng_find, an, hu, tex)
+        detail = _paint_non_covid(g, rng_find, an, hu, tex, finding_scale)
     hu[vessels] = np.float32(40.0) + 0.5 * tex[vessels]
     hu[an.airways] = -1000.0
     lesion &= ~an.airways

@@ -1325,3 +1325,49 @@ def segment_volume(unet: nn.Module, ct_u8: np.ndarray, batch: int = 8, bn_eval: 
         finally:
             unet.train(was_training)
     return out
+
+
+# ------------------------------------------------------------------ cross-fitting
+
+
+def cross_fit(make_model: Callable[[], nn.Module], items: Sequence[tuple[Any, int, str]],
+              folds: Sequence[tuple[Sequence[int], Sequence[int]]], cfg: TrainConfig, *,
+              monitor: bool = True, bn_eval: bool | None = None,
+              ) -> tuple["pd.DataFrame", list[History], list[nn.Module]]:
+    """Train a fresh model per fold and predict that fold's held-out volumes.
+
+    No model selection: every fold's model keeps its **last** weights, so the held-out
+    volumes never influence training. With ``monitor=True`` the held-out loss and AUC
+    are recorded after each validation epoch for the learning curve only (NaN AUC when
+    the fold holds one class). Fold ``k`` initialises and trains with seed ``cfg.seed + k``.
+
+    Returns
+    -------
+    predictions : DataFrame, one row per held-out volume: ``case_id``, ``label``,
+        ``p_covid``, ``fold``, ``seconds`` (forward pass).
+    histories : one :class:`History` per fold.
+    models : the trained models, in fold order.
+    """
+    import dataclasses
+
+    import pandas as pd
+
+    rows, histories, models = [], [], []
+    bn = cfg.bn_eval if bn_eval is None else bn_eval
+    for k, (tr, te) in enumerate(folds):
+        tr_items = [items[int(i)] for i in tr]
+        te_items = [items[int(i)] for i in te]
+        overlap = {c for _, _, c in tr_items} & {c for _, _, c in te_items}
+        if overlap:
+            raise ConfigError(None, f"fold {k}: cases on both sides: {sorted(overlap)[:5]}")
+        fold_cfg = dataclasses.replace(cfg, seed=cfg.seed + k, checkpoint_dir=(
+            None if cfg.checkpoint_dir is None else Path(cfg.checkpoint_dir) / f"fold{k}"))
+        seed_everything(fold_cfg.seed)  # the fresh model's initial weights too
+        model = make_model()
+        hist = fit(model, VolumeDataset(tr_items), VolumeDataset(te_items) if monitor else None, fold_cfg)
+        y, p, ids, secs = predict_volumes(model, VolumeDataset(te_items), bn_eval=bn)
+        rows += [{"case_id": c, "label": int(yy), "p_covid": float(pp), "fold": k, "seconds": float(s)}
+                 for c, yy, pp, s in zip(ids, y, p, secs)]
+        histories.append(hist)
+        models.append(model)
+    return pd.DataFrame(rows), histories, models
