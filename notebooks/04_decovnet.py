@@ -304,6 +304,9 @@ for k, h in enumerate(hists):
     ax[0].plot(h.epoch, h.train_loss, "o-", c=f"C{k % 10}", alpha=0.8, label=f"fold {k}" if len(hists) < 8 else None)
     if any(np.isfinite(h.val_auc)):
         ax[1].plot(h.epoch, h.val_auc, "s-", c=f"C{k % 10}")
+if not any(np.isfinite(h.val_auc).any() for h in hists):
+    ax[1].text(0.5, 0.5, "one held-out volume per fold:\nno AUC per fold", ha="center", va="center",
+               transform=ax[1].transAxes)
 ax[0].set(xlabel="epoch", ylabel="cross-entropy", title="training loss")
 ax[1].set(xlabel="epoch", ylabel="ROC AUC", title="held-out AUC (monitor only)", ylim=(0, 1.02))
 if len(hists) < 8:
