@@ -336,7 +336,7 @@ def real_classifier_cohort(index: pd.DataFrame, unet: Any, hw: tuple[int, int] =
         t0 = time.perf_counter()
         mask = train.segment_volume(unet, pre["ct_u8"], batch=8, size=unet_size)
         seconds = time.perf_counter() - t0
-        label = int(row.label == "covid19")
+        label = int(row.target)
         dz, dy, dx = (float(v) for v in pre["spacing_mm"])
         mask_ml = float(mask.sum()) * dz * dy * dx / 1000.0 if np.isfinite(dz * dy * dx) else float("nan")
         r = {"case_id": row.case_id, "group": row.group, "label": label, "source_label": row.label,
@@ -367,7 +367,7 @@ def save_classifier_cohort(path: str | Path, items: list[tuple[np.ndarray, int, 
         arrays[f"x{i}"] = np.asarray(x, dtype=np.float16)
     arrays["labels"] = np.asarray([lab for _, lab, _ in items], dtype=np.int64)
     arrays["case_ids"] = np.asarray([cid for _, _, cid in items], dtype=str)
-    keep = table.drop(columns=[c for c in table.columns if c == "lesion"])
+    keep = table.drop(columns="lesion", errors="ignore")
     arrays["table_json"] = np.asarray(keep.to_json(orient="records"))
     if "lesion" in table:
         for i, les in enumerate(table["lesion"]):
@@ -394,7 +394,7 @@ def load_classifier_cohort(path: str | Path) -> tuple[list[tuple[np.ndarray, int
             labels, ids = z["labels"], z["case_ids"]
             items = [(z[f"x{i}"].astype(np.float32), int(labels[i]), str(ids[i])) for i in range(len(labels))]
             table = pd.DataFrame(json.loads(str(z["table_json"])))
-            if f"lesion0" in z.files:
+            if "lesion0" in z.files:
                 table["lesion"] = [z[f"lesion{i}"] for i in range(len(table))]
             folds, k = [], 0
             while f"fold{k}_train" in z.files:

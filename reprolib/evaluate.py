@@ -496,19 +496,12 @@ def paired_auc_difference(y, p_a, p_b, n_boot: int = 2000, seed: int = 0,
     """
     y, p_a = _as_arrays(y, p_a)
     _, p_b = _as_arrays(y, p_b)
-    both = np.stack([p_a, p_b], axis=1)
-    diff = lambda yy, pp: roc_auc(yy, pp[:, 0]) - roc_auc(yy, pp[:, 1])  # noqa: E731
-    rng = np.random.default_rng(seed)
-    n = y.size
-    vals = np.empty(int(n_boot))
-    for b in range(int(n_boot)):
-        for _ in range(100):
-            idx = rng.integers(0, n, n)
-            if 0 < y[idx].sum() < n:
-                break
-        else:
-            raise RuntimeError("100 resamples in a row held a single class")
-        vals[b] = diff(y[idx], both[idx])
+
+    def diff(yy: np.ndarray, idx: np.ndarray) -> float:  # resampled labels and case indices
+        i = idx.astype(int)
+        return roc_auc(yy, p_a[i]) - roc_auc(yy, p_b[i])
+
+    vals = bootstrap_distribution(diff, y, np.arange(y.size), n_boot=n_boot, seed=seed)
     lo, hi = np.percentile(vals, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     a, b_ = roc_auc(y, p_a), roc_auc(y, p_b)
     return {"difference": a - b_, "ci_lo": float(lo), "ci_hi": float(hi), "auc_a": a, "auc_b": b_}

@@ -188,6 +188,16 @@ def official_init(model: nn.Module) -> nn.Module:
     return model
 
 
+FC_INITS = ("official", "pytorch")
+
+
+def _check_fc_init(fc_init: str) -> str:
+    """Validate the ``fc_init`` option of the classifiers (see :meth:`DeCoVNet.reset_parameters`)."""
+    if fc_init not in FC_INITS:
+        raise ValueError(f"fc_init must be one of {FC_INITS}, got {fc_init!r}")
+    return fc_init
+
+
 class DeCoVNet(nn.Module):
     """DeCoVNet, the active part of the official network (spec section 5; 346,978 parameters).
 
@@ -231,9 +241,7 @@ class DeCoVNet(nn.Module):
         fc_init: str = "official",
     ):
         super().__init__()
-        if fc_init not in ("official", "pytorch"):
-            raise ValueError(f"fc_init must be 'official' or 'pytorch', got {fc_init!r}")
-        self.fc_init = fc_init
+        self.fc_init = _check_fc_init(fc_init)
         if len(proclf_grids) != 4 or len(proclf_channels) != 3:
             raise ValueError("proclf_grids needs 4 sizes and proclf_channels 3 widths")
         c1, c2, c3 = (int(c) for c in proclf_channels)
@@ -379,9 +387,7 @@ class Clf2DNet(nn.Module):
     def __init__(self, in_ch: int = 2, n_classes: int = 2, *, stem_ch: int = 64, width: int = 128,
                  slice_chunk: int = 32, always_project: bool = True, fc_init: str = "official"):
         super().__init__()
-        if fc_init not in ("official", "pytorch"):
-            raise ValueError(f"fc_init must be 'official' or 'pytorch', got {fc_init!r}")
-        self.fc_init = fc_init
+        self.fc_init = _check_fc_init(fc_init)
         self.slice_chunk = int(slice_chunk)
         self.stem = nn.Sequential(
             nn.Conv2d(in_ch, stem_ch, 7, stride=2, padding=3, bias=False),

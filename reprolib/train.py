@@ -34,7 +34,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -1348,8 +1348,6 @@ def cross_fit(make_model: Callable[[], nn.Module], items: Sequence[tuple[Any, in
     histories : one :class:`History` per fold.
     models : the trained models, in fold order.
     """
-    import dataclasses
-
     import pandas as pd
 
     rows, histories, models = [], [], []
@@ -1360,7 +1358,7 @@ def cross_fit(make_model: Callable[[], nn.Module], items: Sequence[tuple[Any, in
         overlap = {c for _, _, c in tr_items} & {c for _, _, c in te_items}
         if overlap:
             raise ConfigError(None, f"fold {k}: cases on both sides: {sorted(overlap)[:5]}")
-        fold_cfg = dataclasses.replace(cfg, seed=cfg.seed + k, checkpoint_dir=(
+        fold_cfg = replace(cfg, seed=cfg.seed + k, checkpoint_dir=(
             None if cfg.checkpoint_dir is None else Path(cfg.checkpoint_dir) / f"fold{k}"))
         seed_everything(fold_cfg.seed)  # the fresh model's initial weights too
         model = make_model()
