@@ -285,9 +285,11 @@ t_train = time.perf_counter()
 oof, hists, nets = train.cross_fit(make, items, folds, cfg)
 nb.glue_timing("our_train_seconds", time.perf_counter() - t_train)
 oof.to_csv(work / "decovnet_predictions.csv", index=False)
-train.save_checkpoint(work / "decovnet_last.pt", nets[-1], metadata={
-    "profile": profile, "hw": list(hw), "z_step": z_step, "fc_init": C["fc_init"],
-    "fold": len(folds) - 1, "test_case_ids": [items[int(i)][2] for i in folds[-1][1]]})
+for k, net_k in enumerate(nets):  # every fold's model: chapter 06 localises each volume with the
+    meta_k = {"profile": profile, "hw": list(hw), "z_step": z_step, "fc_init": C["fc_init"],  # one that did
+              "fold": k, "test_case_ids": [items[int(i)][2] for i in folds[k][1]]}     # not train on it
+    train.save_checkpoint(work / f"decovnet_fold{k}.pt", net_k, metadata=meta_k)
+train.save_checkpoint(work / "decovnet_last.pt", nets[-1], metadata=meta_k)
 ours = evaluate.binary_report(oof.label.to_numpy(), oof.p_covid.to_numpy(), n_boot=2000, seed=seed)
 for key in ("roc_auc", "roc_auc_ci_lo", "roc_auc_ci_hi", "average_precision", "accuracy", "sensitivity",
             "specificity"):

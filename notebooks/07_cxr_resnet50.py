@@ -63,6 +63,7 @@ patients = {s: {r.patient for r in dev if r.split == s} for s in ("train", "val"
 nb.glue("patient_overlap", len(patients["train"] & patients["val"]))
 nb.glue("n_train", len(train))
 nb.glue("n_val", len(val))
+nb.glue("n_not_certain_patients", len({r.patient for r in dev if r.label == "not_certain"}))
 nb.glue_table("split_table", counts)
 counts
 
@@ -73,7 +74,10 @@ counts
 # ```
 #
 # {glue:text}`n_train` training and {glue:text}`n_val` validation images; patients shared between
-# them: {glue:text}`patient_overlap`.
+# them: {glue:text}`patient_overlap`. The `not_certain` class holds inputs that are not a frontal
+# chest radiograph: axial CT slices from {glue:text}`n_not_certain_patients` patients (the CC-CCII
+# PNG slices and, where chapter 02 preprocessed other CT volumes, slices rendered from them at the
+# lung window), so that it, too, can be split by patient.
 
 # %% [markdown]
 # ## The confound audit: how far do non-medical cues go?
@@ -151,6 +155,8 @@ nb.glue("macro_f1", macro_f1)
 nb.glue_text("lp_macro_f1", macro_f1)
 covid_recall = float(report.loc["covid19", "recall"]) if "covid19" in present else float("nan")
 nb.glue_text("lp_covid_recall", covid_recall)
+for c in cxr.CLASSES:  # per-class F1 (None where the class is absent from validation)
+    nb.glue(f"f1_{c}", float(report.loc[c, "f1"]) if c in present else None)
 nb.glue_table("val_report", report.round(3))
 report.round(3)
 
@@ -197,13 +203,15 @@ for cls in present:
     wrong = [i for i in idx if yhat[i] != y[i]][:1]
     shown += [(i, cls, "correct") for i in right] + [(i, cls, "wrong") for i in wrong]
 tf = cxr.build_transforms(S["size"], train=False)
-fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(2.4 * max(len(shown), 1), 2.8), squeeze=False)
-for ax, (i, cls, kind) in zip(axes[0], shown):
-    img = cxr.load_cxr(val[i].path)
-    heat = cxr.grad_cam(model, tf(img), int(yhat[i]))
-    ax.imshow(cxr.overlay(img.resize((S["size"], S["size"])), heat))
-    ax.set_title(f"{cls}\n{kind}: {cxr.CLASSES[int(yhat[i])]}", fontsize=8)
-for ax in axes[0]:
+rows_by_class = [[s_ for s_ in shown if s_[1] == cls] for cls in present] or [[]]
+fig, axes = plt.subplots(len(rows_by_class), 3, figsize=(7.5, 2.6 * len(rows_by_class)), squeeze=False)
+for ax_row, entries in zip(axes, rows_by_class):  # one row per class: up to 2 correct, 1 wrong
+    for ax, (i, cls, kind) in zip(ax_row, entries):
+        img = cxr.load_cxr(val[i].path)
+        heat = cxr.grad_cam(model, tf(img), int(yhat[i]))
+        ax.imshow(cxr.overlay(img.resize((S["size"], S["size"])), heat))
+        ax.set_title(f"{cls} — {kind}: predicted {cxr.CLASSES[int(yhat[i])]}", fontsize=8)
+for ax in axes.ravel():
     ax.axis("off")
 fig.tight_layout()
 nb.glue_figure("gradcam", fig)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -234,8 +234,28 @@ def _phantom_case(i: int, job: dict[str, Any]) -> tuple[np.ndarray, int, dict[st
     voxel_ml = float(np.prod(ph.spacing_mm)) / 1000.0
     row = {"case_id": ph.case_id, "label": label, "finding": ph.finding, "finding_detail": ph.finding_detail,
            "T": int(x.shape[1]), "lesion_ml": float(np.asarray(ph.lesion_mask).sum()) * voxel_ml,
-           "seconds": time.perf_counter() - t0, "lesion": lesion}
+           "seconds": time.perf_counter() - t0, "lesion": lesion,
+           **full_grid_fields(res["lung_mask"], bbox, res["z_factor"], res["n_slices_in"])}
     return x, label, row
+
+
+def full_grid_fields(mask: np.ndarray, bbox: Any, z_factor: float, n_slices_in: int) -> dict[str, Any]:
+    """Table fields that map a classifier input back to its 1 mm volume and scanner slices.
+
+    ``lung_full``: the (T0, H, W) {0, 1} lung mask on the 1 mm grid, bit-packed
+    (:func:`unpack_mask` restores it; the localisation chapter computes the 3DCC response
+    on it); ``lung_full_shape``; ``bbox``: the crop box ((z0, z1), (y0, y1), (x0, x1));
+    ``z_factor``: 1 mm slices per scanner slice; ``n_slices_in``: scanner slices.
+    """
+    mask = np.asarray(mask)
+    return {"lung_full": np.packbits(mask.astype(bool), axis=None), "lung_full_shape": [int(v) for v in mask.shape],
+            "bbox": [[int(a), int(b)] for a, b in bbox], "z_factor": float(z_factor), "n_slices_in": int(n_slices_in)}
+
+
+def unpack_mask(packed: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Inverse of the packing in :func:`full_grid_fields`: (shape) uint8 in {0, 1}."""
+    shape = tuple(int(v) for v in shape)
+    return np.unpackbits(np.asarray(packed, dtype=np.uint8), count=int(np.prod(shape))).reshape(shape)
 
 
 def synthetic_classifier_cohort(n: int, seed: int = 0, *, shape: tuple[int, int, int] = (48, 128, 128),
@@ -348,10 +368,17 @@ def real_classifier_cohort(index: pd.DataFrame, unet: Any, hw: tuple[int, int] =
             if x.shape[1] < 2:
                 r["note"] = f"only {x.shape[1]} slice(s) after cropping: skipped"
             else:
+                from . import preprocess
+
                 items.append((x, label, row.case_id))
-                r.update(used=True, T=int(x.shape[1]))
+                _, _, bbox = preprocess.crop_to_mask(pre["ct_u8"], mask)
+                r.update(used=True, T=int(x.shape[1]),
+                         **full_grid_fields(mask, bbox, pre.get("z_factor", float("nan")), pre.get("n_slices_in", -1)))
         rows.append(r)
     return items, pd.DataFrame(rows)
+
+
+_ARRAY_COLUMNS = ("lesion", "lung_full")  # per-case uint8 arrays, stored beside the JSON table
 
 
 def save_classifier_cohort(path: str | Path, items: list[tuple[np.ndarray, int, str]], table: pd.DataFrame,
@@ -367,11 +394,13 @@ def save_classifier_cohort(path: str | Path, items: list[tuple[np.ndarray, int, 
         arrays[f"x{i}"] = np.asarray(x, dtype=np.float16)
     arrays["labels"] = np.asarray([lab for _, lab, _ in items], dtype=np.int64)
     arrays["case_ids"] = np.asarray([cid for _, _, cid in items], dtype=str)
-    keep = table.drop(columns="lesion", errors="ignore")
+    keep = table.drop(columns=list(_ARRAY_COLUMNS), errors="ignore")
     arrays["table_json"] = np.asarray(keep.to_json(orient="records"))
-    if "lesion" in table:
-        for i, les in enumerate(table["lesion"]):
-            arrays[f"lesion{i}"] = np.asarray(les, dtype=np.uint8)
+    for col in _ARRAY_COLUMNS:
+        if col in table:
+            for i, arr in enumerate(table[col]):
+                if isinstance(arr, np.ndarray):  # skipped real cases have none
+                    arrays[f"{col}{i}"] = np.asarray(arr, dtype=np.uint8)
     for k, (tr, te) in enumerate(folds):
         arrays[f"fold{k}_train"] = np.asarray(tr, dtype=np.int64)
         arrays[f"fold{k}_test"] = np.asarray(te, dtype=np.int64)
@@ -394,8 +423,9 @@ def load_classifier_cohort(path: str | Path) -> tuple[list[tuple[np.ndarray, int
             labels, ids = z["labels"], z["case_ids"]
             items = [(z[f"x{i}"].astype(np.float32), int(labels[i]), str(ids[i])) for i in range(len(labels))]
             table = pd.DataFrame(json.loads(str(z["table_json"])))
-            if "lesion0" in z.files:
-                table["lesion"] = [z[f"lesion{i}"] for i in range(len(table))]
+            for col in _ARRAY_COLUMNS:
+                if any(f.startswith(col) and f[len(col):].isdigit() for f in z.files):
+                    table[col] = [z[f"{col}{i}"] if f"{col}{i}" in z.files else None for i in range(len(table))]
             folds, k = [], 0
             while f"fold{k}_train" in z.files:
                 folds.append((z[f"fold{k}_train"], z[f"fold{k}_test"]))

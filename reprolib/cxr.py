@@ -1105,12 +1105,16 @@ SAMPLE_EXTERNAL = {("kermany-224", "test"), ("hannover-mhh", "-")}
 
 
 def profile_records(profile: str, data_dir: str | os.PathLike | None = None,
-                    work_dir: str | os.PathLike | None = None) -> tuple[list[CXRRecord], list[CXRRecord]]:
+                    work_dir: str | os.PathLike | None = None, ct_slices_per_volume: int = 8,
+                    ) -> tuple[list[CXRRecord], list[CXRRecord]]:
     """``(development, external)`` chest X-ray records of a profile.
 
     ``sample``: development = Kermany *train* split (children, healthy/pneumonia), Cohen's COVID-19
-    images and the CC-CCII CT slices (``not_certain``); external = Kermany *test* split (other
-    patients of the same source) and the Hannover COVID-19 images (a different repository).
+    images and the CC-CCII CT slices (``not_certain``), plus ``ct_slices_per_volume`` axial
+    slices of every other CT volume preprocessed by notebook 02 (``work_dir/ct_index.json``;
+    :func:`ct_slice_records`), so that ``not_certain`` spans several patients and scanners;
+    external = Kermany *test* split (other patients of the same source) and the Hannover
+    COVID-19 images (a different repository).
     ``synthetic``: the phantoms' own train/test split. Records carry ``split="-"`` (development;
     use :func:`patient_split`) or ``"external"``.
     """
@@ -1144,7 +1148,46 @@ def profile_records(profile: str, data_dir: str | os.PathLike | None = None,
             ext.append(replace(rec, split="external"))
         elif key in SAMPLE_DEVELOPMENT:
             dev.append(rec)
+    if ct_slices_per_volume and work_dir is not None and (Path(work_dir) / "ct_index.json").is_file():
+        from . import cohort
+
+        index = cohort.load_index(Path(work_dir) / "ct_index.json")
+        index = index[~index.dataset.isin(NOT_CERTAIN_DATASETS) & index.npz.notna()]
+        dev += ct_slice_records(index, Path(work_dir) / "ct_slices", int(ct_slices_per_volume))
     return dev, ext
+
+
+def ct_slice_records(index: Any, out_dir: str | os.PathLike, per_volume: int = 8,
+                     z_range: tuple[float, float] = (0.2, 0.8)) -> list[CXRRecord]:
+    """``not_certain`` images rendered from preprocessed CT volumes (inputs that are not a CXR).
+
+    For every row of ``index`` (notebook 02's CT index, :func:`reprolib.cohort.load_index`)
+    ``per_volume`` axial slices, evenly spaced over the fraction ``z_range`` of the volume,
+    are taken from its windowed 8-bit CT (``ct_u8``, [-1200, 600] HU) and written as PNG
+    to ``out_dir/<dataset>/<group>/<z>.png`` (atomically; an existing file with the same
+    bytes is kept). One record per slice: label ``not_certain``, sub-label ``ct_slice``,
+    the volume's patient group and dataset.
+    """
+    import io as _io
+
+    from . import cohort
+    from .files import atomic_write_bytes
+
+    out_dir = Path(out_dir)
+    recs: list[CXRRecord] = []
+    for row in index.itertuples(index=False):
+        ct = cohort.load_preprocessed(row.npz)["ct_u8"]
+        t = ct.shape[0]
+        zs = np.unique(np.linspace(z_range[0] * (t - 1), z_range[1] * (t - 1), int(per_volume)).round().astype(int))
+        folder = out_dir / str(row.dataset) / str(row.group).replace("/", "_")
+        for z in zs:
+            buf = _io.BytesIO()
+            Image.fromarray(np.ascontiguousarray(ct[z])).save(buf, format="PNG")
+            path = folder / f"{int(z):04d}.png"
+            if not (path.is_file() and path.read_bytes() == buf.getvalue()):
+                atomic_write_bytes(path, buf.getvalue())
+            recs.append(CXRRecord(path, "not_certain", "ct_slice", str(row.group), str(row.dataset), "-"))
+    return recs
 
 
 def _keeps(row: Mapping[str, Any]) -> bool:

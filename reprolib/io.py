@@ -64,6 +64,7 @@ __all__ = [
     "read_itk_image",
     "read_ct",
     "write_nifti",
+    "read_slice_labels",
     "HU_STORED_CLIP_LOW",
     "HU_STORED_CLIP_HIGH",
 ]
@@ -765,3 +766,61 @@ def read_ct(path: str | os.PathLike, **kwargs: Any) -> CTVolume:
     if name.endswith(".dcm"):
         raise DicomError(path, "a single DICOM file; pass the folder that holds the whole series")
     raise InputError(path, "unknown CT format (expected a DICOM/PNG folder, .nii[.gz], .mha, .nrrd)")
+
+
+def read_slice_labels(labels_npy: str | os.PathLike, index_csv: str | os.PathLike, folder_id: str,
+                      dicom_dir: str | os.PathLike, files: Sequence[str]) -> np.ndarray:
+    """Per-slice infection labels of one COVID-CT-MD series, in this package's slice order.
+
+    COVID-CT-MD stores the labels as an (N patients, 200) array whose row is the patient's
+    *row position* in ``Index.csv`` (the csv skips Label Index 43) and whose columns follow
+    the slices sorted by ascending SliceLocation (0020,1041), zero-padded to 200. This
+    function finds the row of ``folder_id`` (e.g. ``"P001"``), reads the SliceLocation of
+    each file in ``files`` (the reader's order, ``CTVolume.meta["files"]``) and returns the
+    labels reordered to that order.
+
+    Returns
+    -------
+    (len(files),) bool: True where the slice is labelled infected.
+
+    Raises
+    ------
+    InputError naming the file: unreadable csv/npy, patient not in the csv, wrong array
+    shape, labels other than 0/1, labels set beyond the series' slice count, or a slice
+    without SliceLocation.
+    """
+    import csv
+
+    index_csv, labels_npy, dicom_dir = Path(index_csv), Path(labels_npy), Path(dicom_dir)
+    try:
+        with open(index_csv, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(index_csv, f"cannot read the index csv: {exc}") from exc
+    ids = [(r.get("Folder/ID") or "").strip() for r in rows]
+    if folder_id not in ids:
+        raise InputError(index_csv, f"patient {folder_id!r} is not in the index (column 'Folder/ID')")
+    row = ids.index(folder_id)
+    try:
+        labels = np.load(labels_npy, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(labels_npy, f"cannot read the label array: {exc}") from exc
+    if labels.ndim != 2 or labels.shape[0] != len(rows):
+        raise InputError(labels_npy, f"label array has shape {labels.shape}; expected ({len(rows)}, slices) "
+                                     f"for the {len(rows)} rows of {index_csv.name}")
+    lab = labels[row]
+    if not np.isin(lab, (0, 1)).all():
+        raise InputError(labels_npy, f"row {row} ({folder_id}) holds values other than 0/1")
+    n = len(files)
+    if n > lab.size or lab[n:].any():
+        raise InputError(labels_npy, f"row {row} ({folder_id}) labels slices beyond the series' {n} slices")
+    locs = []
+    for name in files:
+        ds = _read_header(dicom_dir / name)
+        loc = ds.get("SliceLocation")
+        if loc is None:
+            raise InputError(dicom_dir / name, "no SliceLocation (0020,1041): cannot align the slice labels")
+        locs.append(float(loc))
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(np.asarray(locs), kind="stable")] = np.arange(n)
+    return lab[:n].astype(bool)[rank]

@@ -77,6 +77,9 @@ __all__ = [
     "hit_rate",
     "random_baseline_hit",
     "slice_level_hit",
+    "labels_in_input_frame",
+    "score_volume",
+    "hit_rate_table",
     "dice",
 ]
 
@@ -502,17 +505,20 @@ def _bbox_slices(m: np.ndarray) -> tuple[slice, ...] | None:
 
 
 def to_cam_frame(mask_full: np.ndarray, bbox: Sequence[Sequence[int]],
-                 hw: tuple[int, int] = (224, 336)) -> np.ndarray:
+                 hw: tuple[int, int] = (224, 336), z_step: int = 1) -> np.ndarray:
     """Crop a full-grid mask to ``bbox`` ([min, max) per axis) and resize in-plane to ``hw``
-    with order 0, exactly as ``preprocess.crop_to_mask`` + ``resize_inplane`` treat the lung mask.
+    with order 0, exactly as ``preprocess.crop_to_mask`` + ``resize_inplane`` treat the lung mask;
+    keep every ``z_step``-th slice like ``cohort.classifier_input``.
 
     Returns
     -------
-    np.ndarray, (z1 - z0, hw[0], hw[1]) bool.
+    np.ndarray, (ceil((z1 - z0) / z_step), hw[0], hw[1]) bool.
     """
     _require_3d(np.asarray(mask_full), "mask")
+    if int(z_step) < 1:
+        raise ValueError(f"z_step must be >= 1, got {z_step!r}")
     sl = tuple(slice(int(a), int(b)) for a, b in bbox)
-    crop = (np.asarray(mask_full)[sl] > 0).astype(np.uint8)
+    crop = (np.asarray(mask_full)[sl][:: int(z_step)] > 0).astype(np.uint8)
     return resize_inplane(crop, hw, order=0) > 0
 
 
@@ -583,12 +589,14 @@ def _choose(candidates, r3dcc_mask, mode, no_overlap, label_ids):
 
 
 def uncrop(mask_cropped: np.ndarray, bbox: Sequence[Sequence[int]], full_shape: Sequence[int],
-           order: int = 0) -> np.ndarray:
+           order: int = 0, z_step: int = 1) -> np.ndarray:
     """Map a cropped-frame mask (T, H, W) back to the full grid (spec §7, Merge, last step).
 
     Inverse of ``crop_to_mask`` (bbox ((z0, z1), (y0, y1), (x0, x1)), [min, max)) followed
     by ``resize_inplane``: the mask is zoomed in-plane to (y1 - y0, x1 - x0) with order 0
     (same corner-aligned ``ndimage.zoom`` convention) and pasted at the box; zero elsewhere.
+    With ``z_step`` > 1 (every ``z_step``-th slice kept), each slice fills the ``z_step``
+    slices it stands for (nearest neighbour in z).
 
     Returns
     -------
@@ -598,8 +606,12 @@ def uncrop(mask_cropped: np.ndarray, bbox: Sequence[Sequence[int]], full_shape: 
     _require_3d(m, "cropped mask")
     (z0, z1), (y0, y1), (x0, x1) = ((int(a), int(b)) for a, b in bbox)
     full_shape = tuple(int(s) for s in full_shape)
-    if m.shape[0] != z1 - z0:
-        raise VolumeError(None, f"mask has {m.shape[0]} slices but the box spans {z1 - z0}")
+    if int(z_step) < 1:
+        raise ValueError(f"z_step must be >= 1, got {z_step!r}")
+    if m.shape[0] != -(-(z1 - z0) // int(z_step)):
+        raise VolumeError(None, f"mask has {m.shape[0]} slices but the box spans {z1 - z0} (z_step {z_step})")
+    if int(z_step) > 1:
+        m = np.repeat(m, int(z_step), axis=0)[: z1 - z0]
     if not (0 <= z0 < z1 <= full_shape[0] and 0 <= y0 < y1 <= full_shape[1] and 0 <= x0 < x1 <= full_shape[2]):
         raise VolumeError(None, f"box {bbox} does not fit in the full grid {full_shape}")
     out = np.zeros(full_shape, dtype=bool)
@@ -649,6 +661,7 @@ def localize(
     lung_mask_full: np.ndarray | None = None,
     *,
     bbox: Sequence[Sequence[int]] | None = None,
+    z_step: int = 1,
     method: str = "linear",
     target: int = 1,
     cam_top_frac: float = 0.05,
@@ -678,6 +691,8 @@ def localize(
         response; needs ``bbox`` (from ``crop_to_mask``). ``None``: the 3DCC response is
         computed on ``lung_mask_cropped`` instead (a fallback: the window then covers
         resized pixels) and no full-grid masks are returned.
+    bbox : ((z0, z1), (y0, y1), (x0, x1)) crop box of ``lung_mask_full`` ([min, max))
+    z_step : every ``z_step``-th slice of the box is in ``x`` (``cohort.classifier_input``)
     method : "linear" (linearised head, the paper) or "gradcam"
     Other keywords: the spec §7 constants (names as in the spec's parameter list).
     """
@@ -714,7 +729,7 @@ def localize(
         if bbox is None:
             raise ValueError("lung_mask_full needs the crop box `bbox` to map R3dcc into the CAM frame")
         r_full = r3dcc(variance_response(lung_mask_full, **vr))
-        r_cam = to_cam_frame(r_full, bbox, shape[1:])
+        r_cam = to_cam_frame(r_full, bbox, shape[1:], z_step)
         if r_cam.shape != shape:
             raise VolumeError(None, f"R3dcc in the CAM frame is {r_cam.shape}, input is {shape}")
     else:
@@ -731,7 +746,7 @@ def localize(
     lesion = cands[chosen] if chosen is not None else np.zeros(shape, dtype=bool)
     lesion_full = None
     if lung_mask_full is not None:
-        lesion_full = uncrop(lesion, bbox, np.shape(lung_mask_full))
+        lesion_full = uncrop(lesion, bbox, np.shape(lung_mask_full), z_step=z_step)
     timings["merge"] = time.perf_counter() - t0
 
     params = dict(method=method, target=target, cam_top_frac=cam_top_frac, cam_bins=cam_bins,
@@ -739,7 +754,7 @@ def localize(
                   slice_gate_drop_last=slice_gate_drop_last, cam_max_candidates=cam_max_candidates,
                   cc3d_window=cc3d_window, cc3d_stride=cc3d_stride, cc3d_slab=list(cc3d_slab),
                   cc3d_min_fragments=cc3d_min_fragments, cc3d_std_ref=cc3d_std_ref, cc3d_std_tol=cc3d_std_tol,
-                  merge=merge, no_overlap=no_overlap, cc3d_frame="full" if lung_mask_full is not None else "cropped")
+                  merge=merge, no_overlap=no_overlap, z_step=int(z_step), cc3d_frame="full" if lung_mask_full is not None else "cropped")
     return LocalizationResult(cam_raw=cam_raw, cam=cam, cam_mask=mask, candidates=cands, candidate_label_ids=ids,
                               overlaps=scores, chosen=chosen, r3dcc=r_cam, r3dcc_full=r_full, lesion=lesion,
                               lesion_full=lesion_full, p_covid=p, timings=timings, params=params)
@@ -978,6 +993,34 @@ def random_baseline_hit(lung_mask: np.ndarray, gt_mask: np.ndarray, rng: np.rand
     return float(np.count_nonzero(gflat[draws]) / int(n_draws))
 
 
+def labels_in_input_frame(slice_labels: np.ndarray, bbox: Sequence[Sequence[int]], z_step: int,
+                          n_slices_1mm: int) -> np.ndarray:
+    """Scanner-slice labels carried to the slices of a classifier input.
+
+    Input slice ``t`` is 1 mm slice ``j = z0 + t·z_step`` of the crop box; the 1 mm grid
+    comes from ``preprocess.resample_z`` (``ndimage.zoom``, corner-aligned), so ``j`` lies at
+    scanner coordinate ``j·(S - 1)/(n_slices_1mm - 1)``, rounded to the nearest slice.
+
+    Parameters
+    ----------
+    slice_labels : (S,) per scanner slice (reader order)
+    bbox : crop box ((z0, z1), ...) on the 1 mm grid; z_step : slices kept
+    n_slices_1mm : slices of the 1 mm volume
+
+    Returns
+    -------
+    (ceil((z1 - z0) / z_step),) array of ``slice_labels``' dtype.
+    """
+    lab = np.asarray(slice_labels)
+    s = lab.shape[0]
+    (z0, z1) = (int(v) for v in bbox[0])
+    j = np.arange(z0, z1, int(z_step))
+    if n_slices_1mm < 2 or z1 > n_slices_1mm:
+        raise VolumeError(None, f"crop box {bbox[0]} does not fit {n_slices_1mm} slices at 1 mm")
+    src = np.rint(j * (s - 1) / (int(n_slices_1mm) - 1)).astype(np.int64)
+    return lab[np.clip(src, 0, s - 1)]
+
+
 def slice_level_hit(pred_mask: np.ndarray, infected_slices, mode: str = "median_voxel") -> bool | None:
     """Slice-level variant for COVID-CT-MD (spec §12): the predicted point's slice is infected.
 
@@ -1015,3 +1058,82 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
         raise VolumeError(None, f"masks {a.shape} and {b.shape} differ in shape")
     s = np.count_nonzero(a) + np.count_nonzero(b)
     return 1.0 if s == 0 else 2.0 * np.count_nonzero(a & b) / s
+
+
+# =============================================================================
+# 7. Scoring a run
+# =============================================================================
+def score_volume(res: LocalizationResult, lung: np.ndarray, gt: np.ndarray | None = None,
+                 slice_flags: np.ndarray | None = None) -> dict[str, float | bool | None]:
+    """Score one :func:`localize` result against voxel masks or slice labels.
+
+    Parameters
+    ----------
+    res : the result (masks in the input frame (T, H, W))
+    lung : (T, H, W) lung mask of the input (the random baseline draws from it)
+    gt : (T, H, W) ground-truth lesion mask, or None
+    slice_flags : (T,) per-slice infection labels (:func:`labels_in_input_frame`), used
+        when ``gt`` is None: every scored quantity is then slice-level
+
+    Returns
+    -------
+    dict with ``hit`` (median voxel), ``hit_centroid``, ``hit_largest_cam`` (largest CAM
+    component alone, no R3dcc), ``random_baseline`` (chance that a random lung voxel
+    hits), ``dice`` (voxel masks only, else None); all None without ground truth.
+    """
+    lung = np.asarray(lung) > 0
+    largest = res.candidates[0] if res.candidates else np.zeros_like(res.lesion)
+    if gt is not None:
+        g = np.asarray(gt) > 0
+        if not g.any():
+            return dict(hit=None, hit_centroid=None, hit_largest_cam=None, random_baseline=None, dice=None)
+        return dict(hit=is_hit(res.lesion, g, "median_voxel"), hit_centroid=is_hit(res.lesion, g, "centroid"),
+                    hit_largest_cam=is_hit(largest, g, "median_voxel"),
+                    random_baseline=random_baseline_hit(lung, g), dice=dice(res.lesion, g))
+    if slice_flags is not None:
+        flags = np.asarray(slice_flags).astype(bool)
+        if not flags.any():
+            return dict(hit=None, hit_centroid=None, hit_largest_cam=None, random_baseline=None, dice=None)
+        on_infected = np.broadcast_to(flags[:, None, None], lung.shape) & lung
+        return dict(hit=slice_level_hit(res.lesion, flags, "median_voxel"),
+                    hit_centroid=slice_level_hit(res.lesion, flags, "centroid"),
+                    hit_largest_cam=slice_level_hit(largest, flags, "median_voxel"),
+                    random_baseline=random_baseline_hit(lung, on_infected) if lung.any() else None, dice=None)
+    return dict(hit=None, hit_centroid=None, hit_largest_cam=None, random_baseline=None, dice=None)
+
+
+def hit_rate_table(per_volume: "pd.DataFrame", by: Sequence[str] = ("CAM", "window"),
+                   population: str = "predicted_positive", alpha: float = 0.05) -> "pd.DataFrame":
+    """Hit rates with Wilson CIs per variant, from :func:`score_volume` rows.
+
+    ``per_volume`` needs the columns of ``by``, ``predicted_positive`` (bool) and the
+    :func:`score_volume` keys. Rows without ground truth (``hit`` None/NaN) are left out.
+    ``population``: ``"predicted_positive"`` (volumes DeCoVNet calls positive, the seed
+    paper) or ``"all_annotated"`` (every volume with ground truth, the official code).
+
+    Returns
+    -------
+    One row per variant: ``n``, ``hits``, ``hit_rate``, ``ci_lo``, ``ci_hi``,
+    ``hit_rate_centroid``, ``hit_rate_largest_cam``, ``random_baseline`` (mean over the
+    same volumes), ``median_dice`` (NaN without voxel masks).
+    """
+    import pandas as pd
+
+    if population not in ("predicted_positive", "all_annotated"):
+        raise ValueError(f"population must be 'predicted_positive' or 'all_annotated', got {population!r}")
+    df = per_volume[per_volume["hit"].notna()]
+    if population == "predicted_positive":
+        df = df[df["predicted_positive"].astype(bool)]
+    out = []
+    for key, g in per_volume.groupby(list(by), sort=False):
+        sub = df.loc[df.index.intersection(g.index)]
+        rate, lo, hi, k, n = hit_rate([bool(h) for h in sub["hit"]])
+        rc = hit_rate([bool(h) for h in sub["hit_centroid"]])[0]
+        rl = hit_rate([bool(h) for h in sub["hit_largest_cam"]])[0]
+        base = float(pd.to_numeric(sub["random_baseline"]).mean()) if n else math.nan
+        dices = pd.to_numeric(sub["dice"], errors="coerce").dropna() if "dice" in sub else pd.Series(dtype=float)
+        key = key if isinstance(key, tuple) else (key,)
+        out.append(dict(zip(by, key), n=n, hits=k, hit_rate=rate, ci_lo=lo, ci_hi=hi, hit_rate_centroid=rc,
+                        hit_rate_largest_cam=rl, random_baseline=base,
+                        median_dice=float(dices.median()) if len(dices) else math.nan))
+    return pd.DataFrame(out).set_index(list(by))

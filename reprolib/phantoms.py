@@ -17,6 +17,13 @@ Conventions
 * ``lung_mask`` holds the lungs *and* the trachea/main bronchi (what an ideal
   "largest air component" segmentation returns), including vessels, nodules
   and lesions inside them; ``lesion_mask`` holds only COVID-19 opacities.
+* COVID-19 findings: bilateral, peripheral, posterior-predominant ground-glass
+  blobs (-680 to -430 HU), some with a consolidated core (-60 to 40 HU), and
+  crossed by a network of thickened septa (-200 to -80 HU, "crazy paving",
+  :data:`SEPTA_FRACTION` of the ground glass). The septa are denser than the
+  -320 HU lung threshold, so where they reach the pleura they cut the
+  *unsupervised* lung mask into fragments (what the 3DCC response of the
+  localisation looks for), while the exact ``lung_mask`` stays whole.
 """
 from __future__ import annotations
 
@@ -427,7 +434,31 @@ def _paint_covid(g: _Grid, rng: np.random.Generator, an: _Anatomy, hu: np.ndarra
     for k, c, r in blobs:
         if rng.uniform() < 0.45:
             _paint_blob(g, rng, c, 0.5 * r, an.deep[k], dense, hu, rng.uniform(-60, 40), lobes=2, scale=scale)
+    _paint_septa(g, rng, lesion & ~dense, hu)
     return lesion | dense, f"covid_{len(blobs)}_blobs"
+
+
+SEPTA_PERIOD_MM = 5.0
+SEPTA_FRACTION = 0.4
+
+
+def _paint_septa(g: _Grid, rng: np.random.Generator, ggo: np.ndarray, hu: np.ndarray,
+                 period_mm: float = SEPTA_PERIOD_MM, fraction: float = SEPTA_FRACTION) -> None:
+    """Crazy paving: thickened septa (HU -200..-80) as a network inside the GGO.
+
+    The network is the band ``|f| < q`` around the zero set of a smooth random field
+    ``f`` (grid nodes every ``period_mm``), with ``q`` chosen so that about ``fraction`` of
+    the GGO voxels become septa. Septa are denser than the -320 HU lung threshold, so
+    where they reach the pleura they cut the unsupervised lung mask into fragments, as
+    consolidation and reticulation do in real COVID-19 CT (what the 3DCC response detects).
+    """
+    if not ggo.any():
+        return
+    cells = tuple(max(2, int(round(n * s / period_mm)) + 1) for n, s in zip(g.shape, g.spacing))
+    f = np.abs(_smooth_field(rng, g.shape, cells))
+    q = float(np.quantile(f[ggo], fraction))
+    septa = ggo & (f < q)
+    hu[septa] = rng.uniform(-200, -80)
 
 
 def _paint_non_covid(g: _Grid, rng: np.random.Generator, an: _Anatomy, hu: np.ndarray, tex: np.ndarray,

@@ -72,6 +72,25 @@ def test_synthetic_classifier_cohort_shapes_labels_and_lesions():
     for (x, _, _), les in zip(items, table.lesion):
         assert x.shape[0] == 2 and x.shape[2:] == (16, 24) and les.shape == x.shape[1:]
     assert table.lesion[0].sum() == 0 and table.lesion[1].sum() > 0 and table.lesion_ml[1] > 0
+    # the stored 1 mm lung mask and crop box reproduce the input's mask channel exactly
+    from reprolib import localize
+
+    for (x, _, _), row in zip(items, table.itertuples()):
+        full = cohort.unpack_mask(row.lung_full, row.lung_full_shape)
+        assert full.shape[0] == round(row.n_slices_in * row.z_factor) and set(np.unique(full)) <= {0, 1}
+        np.testing.assert_array_equal(localize.to_cam_frame(full, row.bbox, (16, 24), z_step=2), x[1] > 0.5)
+
+
+def test_cohort_roundtrip_keeps_full_grid_fields(tmp_path):
+    items, table = cohort.synthetic_classifier_cohort(
+        2, 0, shape=(16, 64, 64), spacing_mm=(4.0, 2.8, 2.8), hw=(16, 24), z_step=2,
+        preprocess_params={"qc_lung_volume_ml": [1, 1e6]}, progress=False)
+    path = cohort.save_classifier_cohort(tmp_path / "c.npz", items, table, [(np.array([0]), np.array([1]))])
+    _, t2, _ = cohort.load_classifier_cohort(path)
+    for a, b in zip(table.itertuples(), t2.itertuples()):
+        np.testing.assert_array_equal(cohort.unpack_mask(a.lung_full, a.lung_full_shape),
+                                      cohort.unpack_mask(b.lung_full, b.lung_full_shape))
+        assert list(map(list, a.bbox)) == b.bbox and a.z_factor == b.z_factor and a.n_slices_in == b.n_slices_in
 
 
 def test_finding_scale_grows_findings_and_one_is_the_default():

@@ -637,3 +637,32 @@ def test_mirror_records_and_images():
     for r in split:
         pats.setdefault(r.patient, set()).add(r.split)
     assert all(len(s) == 1 for s in pats.values())
+
+
+def test_ct_slice_records_render_not_certain_images(tmp_path):
+    import pandas as pd
+
+    from reprolib import cohort
+    from reprolib.io import CTVolume, write_nifti
+    from reprolib.memtrace import synthetic_chest
+
+    rows = []
+    for i in range(2):
+        path = tmp_path / f"ct{i}.nii.gz"
+        write_nifti(CTVolume(hu=synthetic_chest(20, 64, seed=i), spacing_mm=(2.0, 3.0, 3.0)), None, path)
+        rows.append({"case_id": f"ds:p{i}", "label": "normal", "target": 0, "path": str(path), "kind": "nifti",
+                     "dataset": "ds", "group": f"p/{i}"})
+    index = cohort.preprocess_cohort(pd.DataFrame(rows), tmp_path / "cache", {"qc_lung_volume_ml": [1, 1e6]},
+                                     tmp_path / "index.json", progress=False)
+    index = cohort.load_index(tmp_path / "index.json")
+    recs = cxr.ct_slice_records(index, tmp_path / "slices", per_volume=4)
+    assert len(recs) == 8 and {r.label for r in recs} == {"not_certain"} and {r.sublabel for r in recs} == {"ct_slice"}
+    assert {r.patient for r in recs} == {("ds", "p/0"), ("ds", "p/1")}
+    ct = cohort.load_preprocessed(index.npz[0])["ct_u8"]  # 40 slices at 1 mm; 20-80 % -> 8, 16, 23, 31
+    z = [int(r.path.stem) for r in recs[:4]]
+    assert z == [8, 16, 23, 31]
+    img = np.asarray(Image.open(recs[1].path))
+    np.testing.assert_array_equal(img, ct[16])
+    mtime = recs[0].path.stat().st_mtime_ns
+    again = cxr.ct_slice_records(index, tmp_path / "slices", per_volume=4)  # same bytes: files kept
+    assert [r.path for r in again] == [r.path for r in recs] and recs[0].path.stat().st_mtime_ns == mtime

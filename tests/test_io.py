@@ -389,3 +389,62 @@ def test_write_nifti_replaces_atomically(tmp_path):
     assert sorted(q.name for q in tmp_path.iterdir()) == ["v.nii.gz"]
     with pytest.raises(InputError, match="spacing"):
         write_nifti(np.zeros((3, 4, 5)), (1, 0, 1), tmp_path / "bad.nii")
+
+
+# ----------------------------------------------------------------------------- slice labels
+def _label_files(tmp_path, locations, labels_row, n_rows=3, row=1):
+    from reprolib.phantoms import ct_phantom, write_dicom_series
+
+    ph = ct_phantom(0, 0, shape=(12, 48, 48), finding="clear")
+    d = tmp_path / "series"
+    files = write_dicom_series(ph, d)
+    for f in files[len(locations):]:
+        f.unlink()
+    files = files[: len(locations)]
+    import pydicom
+
+    for f, loc in zip(files, locations):  # overwrite SliceLocation only: the labels follow it
+        ds = pydicom.dcmread(f)
+        ds.SliceLocation = loc
+        ds.save_as(f)
+    (tmp_path / "Index.csv").write_text("Label Index,Diagnosis,Relative Path,Folder/ID\n"
+                                        + "".join(f"{i},COVID-19,./x/,P{i:03d}\n" for i in range(n_rows)))
+    arr = np.zeros((n_rows, 10), np.int32)
+    arr[row, : len(labels_row)] = labels_row
+    np.save(tmp_path / "labels.npy", arr)
+    return d, [f.name for f in files]
+
+
+def test_read_slice_labels_follow_slice_location(tmp_path):
+    from reprolib.io import read_slice_labels
+
+    # reader order 0..4; SliceLocation descending, so label column k is reader slice 4 - k
+    d, files = _label_files(tmp_path, [40.0, 30.0, 20.0, 10.0, 0.0], [1, 1, 0, 0, 0])
+    got = read_slice_labels(tmp_path / "labels.npy", tmp_path / "Index.csv", "P001", d, files)
+    assert got.dtype == bool and got.tolist() == [False, False, False, True, True]
+    with pytest.raises(InputError, match="P009"):
+        read_slice_labels(tmp_path / "labels.npy", tmp_path / "Index.csv", "P009", d, files)
+    with pytest.raises(InputError, match="beyond"):
+        read_slice_labels(tmp_path / "labels.npy", tmp_path / "Index.csv", "P001", d, files[:1])
+    np.save(tmp_path / "bad.npy", np.zeros((2, 10), np.int32))
+    with pytest.raises(InputError, match="bad.npy"):
+        read_slice_labels(tmp_path / "bad.npy", tmp_path / "Index.csv", "P001", d, files)
+
+
+def test_read_slice_labels_real_p001(mirror):
+    from reprolib.io import read_slice_labels
+
+    root = mirror / "raw.githubusercontent.com" / "ShahinSHH" / "COVID-CT-MD"
+    dirs = sorted(root.glob("*/Sample data/COVID-19 subjects/P001"))
+    npys = sorted(root.glob("*/Slice-level-labels-updated-1.npy"))
+    if not dirs or not npys:
+        pytest.skip("COVID-CT-MD P001 or its slice labels not in the data mirror")
+    files = [p.name for p in sorted(dirs[0].iterdir())]
+    import pydicom
+
+    pos = [float(pydicom.dcmread(dirs[0] / f, stop_before_pixels=True).ImagePositionPatient[2]) for f in files]
+    files = [f for _, f in sorted(zip(pos, files))]  # the reader's order (ascending position)
+    lab = read_slice_labels(npys[0], npys[0].parent / "Index.csv", "P001", dirs[0], files)
+    # mirror README: 80 of 148 slices positive, slices 26-124 in SliceLocation order
+    assert lab.shape == (148,) and lab.sum() == 80
+    assert np.flatnonzero(lab)[[0, -1]].tolist() == [26, 124]

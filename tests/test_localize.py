@@ -339,6 +339,25 @@ def test_uncrop_inverts_crop_and_resize():
         L.uncrop(lesion_c[:3], bbox, full.shape)
 
 
+def test_to_cam_frame_and_uncrop_with_z_step():
+    full = np.zeros((11, 40, 60), np.uint8)
+    full[1:10, 5:35, 5:55] = 1
+    marker = np.zeros(full.shape, bool)
+    marker[[1, 4, 7], 10:20, 10:20] = True  # only slices kept by z_step 3 (box starts at 1)
+    bbox = ((1, 10), (5, 35), (5, 55))
+    c = L.to_cam_frame(marker, bbox, (15, 25), z_step=3)
+    assert c.shape == (3, 15, 25) and c.all(axis=(1, 2)).sum() == 0 and c.any(axis=(1, 2)).all()
+    np.testing.assert_array_equal(c, L.to_cam_frame(marker, bbox, (15, 25))[::3])
+    back = L.uncrop(c, bbox, full.shape, z_step=3)
+    # each kept slice stands for itself and the next two 1 mm slices
+    assert [int(back[z].any()) for z in range(11)] == [0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0]
+    np.testing.assert_array_equal(back[1], L.uncrop(L.to_cam_frame(marker, bbox, (15, 25)), bbox, full.shape)[1])
+    with pytest.raises(VolumeError):
+        L.uncrop(c[:2], bbox, full.shape, z_step=3)
+    with pytest.raises(ValueError):
+        L.to_cam_frame(marker, bbox, (15, 25), z_step=0)
+
+
 # ----------------------------------------------------------------------------- hit metric
 def test_hit_point_median_vs_centroid_on_l_shape():
     m = np.zeros((1, 10, 10), bool)
@@ -540,3 +559,86 @@ def test_localize_end_to_end_tiny(method):
     assert res2.lesion.shape == (t, 32, 48) and res2.lesion_full is None and res2.r3dcc_full is None
     with pytest.raises(ValueError):
         L.localize(model, x, ct_r, lung_r, full)  # full mask without bbox
+    # every 2nd slice kept: R3dcc maps into the strided frame, the lesion back onto every slice
+    x2 = x[:, :, ::2]
+    res3 = L.localize(model, x2, ct_r[::2], lung_r[::2], full, bbox=bbox, z_step=2, method=method)
+    np.testing.assert_array_equal(res3.r3dcc, L.to_cam_frame(r_full, bbox, (32, 48), z_step=2))
+    np.testing.assert_array_equal(res3.lesion_full, L.uncrop(res3.lesion, bbox, full.shape, z_step=2))
+    assert res3.params["z_step"] == 2
+
+
+def test_labels_in_input_frame_hand_computed():
+    # 5 scanner slices at 2 mm -> 9 slices at 1 mm (zoom: j maps to j*(5-1)/(9-1) = j/2)
+    lab = np.array([0, 1, 2, 3, 4])
+    # crop box 1 mm slices 2..8, every 2nd kept: j = 2, 4, 6 -> scanner 1, 2, 3
+    np.testing.assert_array_equal(L.labels_in_input_frame(lab, ((2, 8), (0, 1), (0, 1)), 2, 9), [1, 2, 3])
+    # every slice: j = 2..7 -> 1, 1.5, 2, 2.5, 3, 3.5 rounded half to even: 1, 2, 2, 2, 3, 4
+    np.testing.assert_array_equal(L.labels_in_input_frame(lab, ((2, 8), (0, 1), (0, 1)), 1, 9), [1, 2, 2, 2, 3, 4])
+    # the slice-level hit then reads the predicted point's slice
+    pred = np.zeros((3, 4, 4), bool)
+    pred[1, 1, 1] = True
+    flags = L.labels_in_input_frame(np.array([0, 0, 1, 0, 0]), ((2, 8), (0, 1), (0, 1)), 2, 9)
+    assert L.slice_level_hit(pred, flags) is True
+    pred[1], pred[2, 2, 2] = False, True
+    assert L.slice_level_hit(pred, flags) is False
+    with pytest.raises(VolumeError):
+        L.labels_in_input_frame(lab, ((2, 12), (0, 1), (0, 1)), 1, 9)
+
+
+# ----------------------------------------------------------------------------- scoring a run
+def _result(lesion, candidates):
+    z = np.zeros(lesion.shape, np.float32)
+    return L.LocalizationResult(cam_raw=z, cam=z, cam_mask=lesion, candidates=candidates, candidate_label_ids=[],
+                                overlaps=np.zeros(len(candidates)), chosen=0 if candidates else None,
+                                r3dcc=np.zeros_like(lesion), r3dcc_full=None, lesion=lesion, lesion_full=None,
+                                p_covid=0.9, timings={}, params={})
+
+
+def test_score_volume_voxel_and_slice_level():
+    lung = np.zeros((4, 10, 10), bool)
+    lung[:, 1:9, 1:9] = True  # 256 lung voxels
+    gt = np.zeros_like(lung)
+    gt[1:3, 2:6, 2:6] = True  # 32 voxels, all in the lung
+    pred = np.zeros_like(lung)
+    pred[1:3, 3:7, 3:7] = True  # overlaps gt in 2*3*3 = 18 voxels
+    big = np.zeros_like(lung)
+    big[3, 1:9, 1:9] = True  # largest candidate, off the lesion
+    s = L.score_volume(_result(pred, [big, pred]), lung, gt)
+    assert s["hit"] is True and s["hit_largest_cam"] is False
+    assert s["random_baseline"] == pytest.approx(32 / 256)
+    assert s["dice"] == pytest.approx(2 * 18 / (32 + 32))
+    # slice level: only slice 3 infected -> the prediction (slices 1-2) misses, the big candidate hits
+    flags = np.array([0, 0, 0, 1])
+    s2 = L.score_volume(_result(pred, [big, pred]), lung, slice_flags=flags)
+    assert s2["hit"] is False and s2["hit_largest_cam"] is True and s2["dice"] is None
+    assert s2["random_baseline"] == pytest.approx(0.25)
+    # no ground truth at all, or an empty one: nothing scored
+    assert L.score_volume(_result(pred, [pred]), lung)["hit"] is None
+    assert L.score_volume(_result(pred, [pred]), lung, np.zeros_like(gt))["hit"] is None
+    # empty prediction: a miss, no crash
+    empty = np.zeros_like(lung)
+    assert L.score_volume(_result(empty, []), lung, gt)["hit"] is False
+
+
+def test_hit_rate_table_populations_and_variants():
+    import pandas as pd
+
+    rows = []
+    for cam in ("linear", "gradcam"):
+        for i, (hit, pos) in enumerate([(True, True), (False, True), (True, False), (None, True)]):
+            if cam == "gradcam":
+                hit = None if hit is None else True
+            rows.append(dict(CAM=cam, window=6, predicted_positive=pos, hit=hit, hit_centroid=False,
+                             hit_largest_cam=hit, random_baseline=0.1 * (i + 1), dice=0.5))
+    df = pd.DataFrame(rows)
+    pp = L.hit_rate_table(df)
+    assert pp.loc[("linear", 6), "n"] == 2 and pp.loc[("linear", 6), "hits"] == 1
+    assert pp.loc[("linear", 6), "random_baseline"] == pytest.approx((0.1 + 0.2) / 2)
+    lo, hi = L.wilson_ci(1, 2)
+    assert (pp.loc[("linear", 6), "ci_lo"], pp.loc[("linear", 6), "ci_hi"]) == pytest.approx((lo, hi))
+    assert pp.loc[("gradcam", 6), "hit_rate"] == 1.0 and pp.loc[("gradcam", 6), "hit_rate_centroid"] == 0.0
+    al = L.hit_rate_table(df, population="all_annotated")
+    assert al.loc[("linear", 6), "n"] == 3 and al.loc[("linear", 6), "hits"] == 2
+    assert al.loc[("linear", 6), "median_dice"] == 0.5
+    with pytest.raises(ValueError):
+        L.hit_rate_table(df, population="everyone")

@@ -131,9 +131,27 @@ def test_lesion_hu(phantoms):
     for seed in range(4):
         ph = phantoms[(seed, "covid")]
         v = ph.hu[ph.lesion_mask.astype(bool)]
-        assert np.mean((v >= -760) & (v <= -250)) > 0.6  # mostly ground glass
+        ggo = np.mean((v >= -760) & (v <= -250))
+        septa = np.mean((v > -250) & (v < -30))
+        assert ggo > 0.45  # mostly ground glass ...
+        assert 0.2 < septa < 0.5  # ... crossed by thickened septa (crazy paving, SEPTA_FRACTION 0.4)
         dense_found |= np.sum((v >= -120) & (v <= 100)) > 30
     assert dense_found  # some consolidation among the seeds
+
+
+def test_septa_fragment_the_pseudo_label_lung_mask_inside_lesions(phantoms):
+    """The 3DCC premise: COVID-19 lesions fragment the unsupervised lung mask, clear lungs do not."""
+    from reprolib import localize, preprocess
+
+    for seed in range(2):
+        masks = {}
+        for finding in ("covid", "clear"):
+            ph = phantoms[(seed, finding)]
+            masks[finding] = preprocess.lung_pseudo_label(np.asarray(ph.hu))
+        fired = localize.variance_response(masks["covid"], window=6)
+        lesion = phantoms[(seed, "covid")].lesion_mask.astype(bool)
+        assert fired.sum() > 0 and lesion[fired > 0].mean() > 0.6
+        assert localize.variance_response(masks["clear"], window=6).sum() == 0
 
 
 def test_hu_ranges(phantoms):
