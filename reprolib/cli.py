@@ -4,6 +4,9 @@
     repro book [--profile P]
     repro data fetch|verify --profile P
     repro data build-manifests --index PATH
+    repro predict ct PATH | repro predict cxr IMAGE  [--profile P] [--out DIR]
+    repro serve [--profile P] [--host 127.0.0.1] [--port 8000]
+    repro retrain cxr --new-data DIR [--holdout DIR] [--profile P]
 
 Paths come from arguments or the environment (``REPRO_DATA_DIR``,
 ``REPRO_DATA_MIRROR``, ``REPRO_WORK_DIR``, ``REPRO_RESULTS_DIR``).
@@ -55,7 +58,80 @@ def build_parser() -> argparse.ArgumentParser:
     q = dsub.add_parser("build-manifests", help="regenerate data_manifests/ from a mirror index.tsv")
     q.add_argument("--index", type=Path, required=True, help="path of the mirror's index.tsv")
     q.add_argument("--out", type=Path, default=None)
+
+    p = sub.add_parser("predict", help="run the book's models on your own files")
+    p.add_argument("kind", choices=("ct", "cxr"), help="ct: DICOM folder, NIfTI or PNG stack; cxr: PNG/JPEG image")
+    p.add_argument("path", type=Path)
+    _profile_arg(p)
+    p.add_argument("--out", type=Path, default=Path("repro-predictions"),
+                   help="folder for masks, heat map and report (default: %(default)s)")
+
+    p = sub.add_parser("serve", help="web page and JSON API for the book's models (FastAPI + uvicorn)")
+    _profile_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+
+    p = sub.add_parser("retrain", help="fine-tune on newly validated images; promote only if not worse")
+    p.add_argument("kind", choices=("cxr",))
+    p.add_argument("--new-data", type=Path, required=True, help="folder of class sub-folders (covid19/, ...)")
+    p.add_argument("--holdout", type=Path, default=None,
+                   help="fixed held-out folder of class sub-folders (default: the build's validation split)")
+    _profile_arg(p)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--tolerance", type=float, default=0.0, help="allowed loss of macro F1 / COVID recall")
+    p.add_argument("--seed", type=int, default=0)
     return parser
+
+
+def _cmd_predict(args) -> int:
+    from . import predict
+
+    if args.kind == "cxr":
+        card = predict.cxr_card(args.profile)
+        out = predict.predict_cxr(predict.load_cxr_model(card), args.path, card, args.out)
+        summary = {k: out[k] for k in ("file", "prediction", "probabilities", "seconds")}
+        summary.update(heatmap=str(out["heatmap"]), report=str(out["report"]))
+    else:
+        card = predict.ct_card(args.profile)
+        unet, net = predict.load_ct_models(card)
+        out = predict.predict_ct(unet, net, args.path, card, args.out)
+        summary = {k: out[k] for k in ("file", "p_covid", "prediction", "lung_ml", "lesion_ml", "seconds")}
+        summary.update({k: str(out[k]) for k in ("lung_nifti", "lesion_nifti", "report", "report_md")})
+    print(json.dumps(summary, indent=2))
+    print(predict.DISCLAIMER, file=sys.stderr)
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    import uvicorn
+
+    from . import serve
+
+    app = serve.app_from_build(args.profile)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"repro serve: warning: listening on {args.host}; uploads are medical images and this is a "
+              "research tool without authentication", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port)
+    return 0
+
+
+def _cmd_retrain(args) -> int:
+    from . import cxr, predict, retrain
+
+    card = predict.cxr_card(args.profile)
+    new = retrain.labelled_folder(args.new_data)
+    if args.holdout is not None:
+        holdout = retrain.labelled_folder(args.holdout)
+    else:
+        S = config.load_profile(args.profile)
+        dev, _ = cxr.profile_records(args.profile, None, config.work_dir(args.profile))
+        dev = cxr.patient_split(dev, test_frac=0.0, val_frac=S["cxr"]["val_frac"], seed=S.get("seed", 0))
+        holdout = [r for r in dev if r.split == "val"]
+    entry = retrain.retrain_cxr(config.work_dir(args.profile), card, new, holdout, epochs=args.epochs,
+                                seed=args.seed, tolerance=args.tolerance)
+    print(json.dumps({k: entry[k] for k in ("promoted", "reason", "parent_sha256", "candidate_sha256", "metrics")},
+                     indent=2))
+    return 0
 
 
 def _cmd_run(args) -> int:
@@ -103,7 +179,8 @@ def _cmd_data(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "book": _cmd_book, "data": _cmd_data}
+    handlers = {"run": _cmd_run, "book": _cmd_book, "data": _cmd_data, "predict": _cmd_predict,
+                "serve": _cmd_serve, "retrain": _cmd_retrain}
     try:
         return handlers[args.command](args)
     except ReproError as exc:

@@ -312,6 +312,24 @@ def format_failure(exc: NotebookExecutionError, saved: Path) -> str:
 BOOK_SUBDIR = Path("book") / "generated"
 
 
+SCREENSHOT = "try_the_models.png"
+
+
+def _screenshot(root: Path, dest: Path) -> Path:
+    """The web page screenshot the browser test saves (``results/screenshots/``), or a placeholder."""
+    src = root / "results" / "screenshots" / SCREENSHOT
+    if src.is_file():
+        shutil.copy2(src, dest)
+        return dest
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (900, 120), "white")
+    ImageDraw.Draw(img).text((20, 45), "No screenshot in this build: `make test` runs the browser test that "
+                                       "captures it (needs chromium).", fill="black")
+    img.save(dest)
+    return dest
+
+
 def prepare_book(profile: str, root: Path | None = None) -> Path:
     """Copy the executed notebooks of ``profile`` into ``book/generated/`` and render provenance.
 
@@ -341,6 +359,7 @@ def prepare_book(profile: str, root: Path | None = None) -> Path:
         raise ConfigError(sdir / "provenance.json", "no run record; run `repro run` first")
     (tmp / "provenance.md").write_text(render_markdown(record), encoding="utf-8")
     (tmp / "banner.md").write_text(banner_markdown(profile), encoding="utf-8")
+    _screenshot(root, tmp / SCREENSHOT)
     shutil.rmtree(gen, ignore_errors=True)
     os.replace(tmp, gen)
     return gen

@@ -33,3 +33,78 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_RESULTS_DIR", str(dirs["results"]))
     monkeypatch.delenv("REPRO_DATA_MIRROR", raising=False)
     return dirs
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory):
+    """A book build in miniature, made here: checkpoints, cards' results, provenance and inputs.
+
+    U-Net (default widths) trained for a few steps on phantom pseudo-labels at 64x64; DeCoVNet
+    and ResNet-50 untrained (random, seeded); results JSON as notebooks 04/06/07 write them;
+    a phantom CT as NIfTI, .nii.gz and zipped DICOM, and a phantom chest X-ray PNG.
+    """
+    import json
+    import zipfile
+
+    import numpy as np
+
+    from reprolib import cxr, models, phantoms, preprocess, train
+    from reprolib.io import CTVolume, write_nifti
+    from reprolib.provenance import seed_everything
+
+    base = tmp_path_factory.mktemp("build")
+    work, results, inputs = base / "sample" / "work", base / "results", base / "inputs"
+    for d in (work, results, inputs):
+        d.mkdir(parents=True)
+    seed_everything(0)
+    vols = []
+    for s in range(3):
+        ph = phantoms.ct_phantom(s, s % 2)
+        res = preprocess.preprocess_ct(CTVolume(hu=np.array(ph.hu), spacing_mm=ph.spacing_mm),
+                                       qc_lung_volume_ml=[1, 1e6])
+        vols.append((res["ct_u8"], res["lung_mask"]))
+    unet = models.UNet2D()
+    h = train.fit_unet(unet, vols, train.TrainConfig(epochs=20, lr=3e-3, progress=False, max_threads=2, seed=0,
+                                                      augment="none"),
+                       slices_per_step=16, size=(64, 64))  # ~10 s; held-out Dice about 0.93
+    unet_sha = train.save_checkpoint(work / "unet" / "final.pt", unet)
+    (work / "unet_checkpoint.json").write_text(json.dumps({"path": str(work / "unet" / "final.pt"),
+                                                           "sha256": unet_sha, "size": [64, 64]}))
+    hw = (32, 48)
+    net = models.DeCoVNet(proclf_grids=models.proclf_grids_for(hw), fc_init="pytorch")
+    train.save_checkpoint(work / "decovnet_last.pt", net, metadata={
+        "profile": "sample", "hw": list(hw), "z_step": 2, "fc_init": "pytorch", "fold": 0, "test_case_ids": []})
+    res_model = cxr.build_resnet50(4, weights="none", freeze_until=None)
+    data = cxr.state_dict_bytes(res_model)
+    (work / "cxr_resnet50.pt").write_bytes(data)
+    import hashlib
+
+    sha = hashlib.sha256(data).hexdigest()
+    (base / "sample" / "provenance.json").write_text(json.dumps(
+        {"provenance": {"git": {"commit": "0" * 40, "dirty": False}, "hardware": {"cpu_count": 2}}}))
+    values = {
+        "04_decovnet": {"our_roc_auc": 0.9, "our_average_precision": 0.9, "our_accuracy": 0.8, "our_n": 6},
+        "06_cam_localization": {"cam_hit_rate": 0.5},
+        "07_cxr_resnet50": {"checkpoint_sha256": sha, "image_size": 64, "macro_f1": 0.5, "n_val": 10,
+                            "weights_mode": "none",
+                            "val_report": {"index": list(cxr.CLASSES), "recall": [0.5] * 4, "f1": [0.5] * 4}},
+    }
+    for stem, v in values.items():
+        (results / f"{stem}.json").write_text(json.dumps({"notebook": stem, "profile": "sample", "values": v,
+                                                           "timings": {}}))
+    ph = phantoms.ct_phantom(5, 1)
+    nii = write_nifti(CTVolume(hu=np.array(ph.hu), spacing_mm=ph.spacing_mm), None, inputs / "ct.nii.gz")
+    raw = inputs / "ct.nii"
+    import gzip
+
+    raw.write_bytes(gzip.decompress(nii.read_bytes()))
+    files = phantoms.write_dicom_series(ph, inputs / "dicom")
+    with zipfile.ZipFile(inputs / "ct_dicom.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in files:
+            zf.write(f, f"series/{f.name}")
+    from PIL import Image
+
+    img = phantoms.cxr_phantom(1, "covid19", size=96).image
+    Image.fromarray(np.asarray(img)).save(inputs / "cxr.png")
+    Image.fromarray(np.asarray(img)).convert("L").save(inputs / "cxr.jpg", quality=90)
+    return {"base": base, "work": work, "results": results, "inputs": inputs, "unet_val_dice": h.val_dice}

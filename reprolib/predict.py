@@ -1,0 +1,333 @@
+"""Use the models a book build trained on a user's own files (``repro predict``, ``repro serve``).
+
+A build's models are described by *model cards* assembled from what the notebooks left behind:
+checkpoints in the work directory with their sha256, the settings they were trained with, their
+validation metrics in ``results/<profile>/*.json`` and the run's provenance (git commit, packages,
+hardware) in ``.repro/<profile>/provenance.json``. Loading verifies the sha256 and uses
+``torch.load(weights_only=True)`` only: no arbitrary object is ever unpickled.
+
+* :func:`cxr_card` / :func:`ct_card` -- the cards (clear :class:`~reprolib.errors.InputError`
+  naming the missing file and the notebook that writes it).
+* :func:`load_cxr_model` / :func:`load_ct_models` -- verified models, eval mode.
+* :func:`predict_cxr` -- class probabilities and a Grad-CAM overlay for one image.
+* :func:`predict_ct` -- COVID-19 probability, lung mask (U-Net) and lesion mask (CAM + R3dcc) for
+  one CT (DICOM directory, NIfTI, PNG stack), written as NIfTI beside a JSON and Markdown report.
+
+Research software: not a medical device, not for diagnosis.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = [
+    "DISCLAIMER",
+    "CXRModelCard",
+    "CTModelCard",
+    "cxr_card",
+    "ct_card",
+    "load_cxr_model",
+    "load_ct_models",
+    "predict_cxr",
+    "predict_ct",
+]
+
+DISCLAIMER = ("Research tool reproducing published methods on small public data; not a medical device "
+              "and not for diagnosis.")
+
+
+@dataclass(frozen=True)
+class CXRModelCard:
+    """The chest X-ray classifier of a build (notebook 07)."""
+
+    path: str
+    sha256: str
+    size: int  # input edge in pixels
+    classes: tuple[str, ...]
+    weights: str  # "imagenet" or "none" (random initialisation)
+    metrics: dict = field(default_factory=dict)  # validation: macro F1, per-class recall/F1
+    profile: str = "-"
+    provenance: dict = field(default_factory=dict)
+    retrained: dict = field(default_factory=dict)  # set when `repro retrain cxr` promoted a model
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CTModelCard:
+    """The CT models of a build: lung U-Net (notebook 03) and DeCoVNet (notebook 04)."""
+
+    unet_path: str
+    unet_sha256: str
+    unet_size: tuple[int, int] | None  # in-plane (h, w) the U-Net works at (None: native)
+    decovnet_path: str
+    decovnet_sha256: str
+    hw: tuple[int, int]  # DeCoVNet in-plane input
+    z_step: int  # every z_step-th 1 mm slice
+    fc_init: str
+    metrics: dict = field(default_factory=dict)  # held-out AUC/AP/accuracy, lesion hit rate
+    profile: str = "-"
+    provenance: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _dirs(profile: str, work_dir: str | Path | None, results_dir: str | Path | None) -> tuple[Path, Path]:
+    from . import config
+
+    return (Path(work_dir) if work_dir else config.work_dir(profile),
+            Path(results_dir) if results_dir else config.results_dir(profile))
+
+
+def _results(results_dir: Path, stem: str) -> dict:
+    path = results_dir / f"{stem}.json"
+    if not path.is_file():
+        raise InputError(path, f"missing: run notebook {stem} of this profile first (repro run)")
+    try:
+        return json.loads(path.read_text())["values"]
+    except (ValueError, KeyError) as exc:
+        raise InputError(path, f"not a results file of this package ({exc})") from exc
+
+
+def _provenance(work_dir: Path) -> dict:
+    """Git commit, packages and hardware of the run that produced ``work_dir`` (empty if unknown)."""
+    path = work_dir.parent / "provenance.json"
+    try:
+        prov = json.loads(path.read_text()).get("provenance", {})
+    except (OSError, ValueError):
+        return {}
+    return {k: prov.get(k) for k in ("git", "hardware", "packages", "deterministic") if k in prov}
+
+
+def _sidecar_sha(path: Path) -> str:
+    side = Path(f"{path}.sha256")
+    if not side.is_file():
+        raise InputError(path, f"no checksum sidecar {side.name}: rerun the notebook that wrote it")
+    text = side.read_text().split()
+    if not text:
+        raise InputError(side, "empty sha256 sidecar")
+    return text[0]
+
+
+def cxr_card(profile: str, work_dir: str | Path | None = None, results_dir: str | Path | None = None
+             ) -> CXRModelCard:
+    """Card of the chest X-ray model trained by notebook 07 of ``profile``."""
+    from . import cxr
+
+    work, res = _dirs(profile, work_dir, results_dir)
+    v = _results(res, "07_cxr_resnet50")
+    path = work / "cxr_resnet50.pt"
+    if not path.is_file():
+        raise InputError(path, "missing: run notebook 07 of this profile first (repro run)")
+    report = v.get("val_report") or {}
+    metrics = {"macro_f1": v.get("macro_f1"), "n_val": v.get("n_val")}
+    if report:
+        for i, cls in enumerate(report.get("index", [])):
+            if cls in cxr.CLASSES:
+                metrics[f"recall_{cls}"] = report["recall"][i]
+                metrics[f"f1_{cls}"] = report["f1"][i]
+    card = CXRModelCard(path=str(path), sha256=str(v["checkpoint_sha256"]), size=int(v["image_size"]),
+                        classes=tuple(cxr.CLASSES), weights=str(v.get("weights_mode", "none")), metrics=metrics,
+                        profile=profile, provenance=_provenance(work))
+    current = work / "cxr_current.json"
+    if current.is_file():  # a model promoted by `repro retrain cxr` replaces the build's
+        try:
+            cur = json.loads(current.read_text())
+            return replace(card, path=str(cur["path"]), sha256=str(cur["sha256"]), metrics=dict(cur["metrics"]),
+                           retrained={"parent_sha256": cur.get("parent_sha256"),
+                                      "promoted_at": cur.get("promoted_at"), "build_sha256": card.sha256})
+        except (ValueError, KeyError) as exc:
+            raise InputError(current, f"unreadable promoted-model pointer ({exc})") from exc
+    return card
+
+
+def ct_card(profile: str, work_dir: str | Path | None = None, results_dir: str | Path | None = None
+            ) -> CTModelCard:
+    """Card of the lung U-Net (notebook 03) and the DeCoVNet (notebook 04, last fold) of ``profile``."""
+    from . import train
+
+    work, res = _dirs(profile, work_dir, results_dir)
+    ptr = work / "unet_checkpoint.json"
+    if not ptr.is_file():
+        raise InputError(ptr, "missing: run notebook 03 of this profile first (repro run)")
+    try:
+        u = json.loads(ptr.read_text())
+        unet_path, unet_sha = str(u["path"]), str(u["sha256"])
+    except (ValueError, KeyError) as exc:
+        raise InputError(ptr, f"not a U-Net checkpoint pointer ({exc})") from exc
+    dpath = work / "decovnet_last.pt"
+    if not dpath.is_file():
+        raise InputError(dpath, "missing: run notebook 04 of this profile first (repro run)")
+    dsha = _sidecar_sha(dpath)
+    meta = train.load_checkpoint(dpath, expected_sha256=dsha)["metadata"]
+    v4 = _results(res, "04_decovnet")
+    metrics = {k: v4.get(f"our_{k}") for k in ("roc_auc", "roc_auc_ci_lo", "roc_auc_ci_hi", "average_precision",
+                                                "accuracy", "n")}
+    try:
+        metrics["lesion_hit_rate"] = _results(res, "06_cam_localization").get("cam_hit_rate")
+    except InputError:
+        metrics["lesion_hit_rate"] = None
+    size = u.get("size")
+    return CTModelCard(unet_path=unet_path, unet_sha256=unet_sha,
+                       unet_size=None if size is None else (
+                           (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))),
+                       decovnet_path=str(dpath), decovnet_sha256=dsha, hw=tuple(int(s) for s in meta["hw"]),
+                       z_step=int(meta["z_step"]), fc_init=str(meta["fc_init"]), metrics=metrics, profile=profile,
+                       provenance=_provenance(work))
+
+
+def load_cxr_model(card: CXRModelCard):
+    """The verified ResNet-50 of ``card`` (eval mode); :class:`ChecksumError` on a wrong hash."""
+    from . import cxr
+
+    return cxr.load_trained(card.path, card.sha256, n_classes=len(card.classes))
+
+
+def load_ct_models(card: CTModelCard):
+    """``(unet, decovnet)`` of ``card``, both verified and in eval mode."""
+    from . import models, train
+
+    unet = models.UNet2D()
+    train.load_checkpoint(card.unet_path, expected_sha256=card.unet_sha256, model=unet)
+    net = models.DeCoVNet(proclf_grids=models.proclf_grids_for(card.hw), fc_init=card.fc_init)
+    train.load_checkpoint(card.decovnet_path, expected_sha256=card.decovnet_sha256, model=net)
+    return unet.eval(), net.eval()
+
+
+def _png_bytes(arr: np.ndarray) -> bytes:
+    import io as _io
+
+    from PIL import Image
+
+    buf = _io.BytesIO()
+    Image.fromarray(np.asarray(arr)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def predict_cxr(model, image_path: str | Path, card: CXRModelCard, out_dir: str | Path | None = None,
+                max_pixels: int | None = None) -> dict[str, Any]:
+    """Class probabilities and a Grad-CAM overlay of one chest X-ray.
+
+    Returns
+    -------
+    dict: ``probabilities`` {class: p} (sum 1), ``prediction``, ``heatmap_png`` (bytes of
+    the overlay, ``card.size`` square), ``seconds``; with ``out_dir``, also the paths of
+    ``<stem>_gradcam.png`` and ``<stem>_report.json`` written there (atomically).
+
+    Raises
+    ------
+    ImageError naming the file (unreadable, truncated, decompression bomb).
+    """
+    import torch
+
+    from . import cxr
+    from .files import atomic_write_bytes, atomic_write_text
+
+    t0 = time.perf_counter()
+    image_path = Path(image_path)
+    img = cxr.load_cxr(image_path, max_pixels=max_pixels)
+    x = cxr.build_transforms(card.size, train=False)(img)
+    with torch.inference_mode():
+        probs = torch.softmax(model(x[None]), dim=1)[0].double().numpy()
+    probs = probs / probs.sum()
+    k = int(np.argmax(probs))
+    heat = cxr.grad_cam(model, x, k)
+    png = _png_bytes(cxr.overlay(img.resize((card.size, card.size)), heat))
+    out = {"file": image_path.name, "probabilities": {c: float(p) for c, p in zip(card.classes, probs)},
+           "prediction": card.classes[k], "heatmap_png": png, "seconds": time.perf_counter() - t0}
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        heat_path = atomic_write_bytes(out_dir / f"{image_path.stem}_gradcam.png", png)
+        report = {k2: v for k2, v in out.items() if k2 != "heatmap_png"}
+        report.update(heatmap=str(heat_path), model=card.to_dict(), disclaimer=DISCLAIMER)
+        out["report"] = atomic_write_text(out_dir / f"{image_path.stem}_report.json",
+                                          json.dumps(report, indent=2, default=str) + "\n")
+        out["heatmap"] = heat_path
+    return out
+
+
+def predict_ct(unet, decovnet, path: str | Path, card: CTModelCard, out_dir: str | Path | None = None,
+               preprocess_params: dict | None = None) -> dict[str, Any]:
+    """COVID-19 probability, lung mask and lesion mask of one CT.
+
+    The CT goes through the book's chain: read (:func:`reprolib.io.read_ct`), preprocess to
+    1 mm slices and the 8-bit lung window, lung mask by the U-Net, DeCoVNet input, DeCoVNet,
+    linearised CAM + R3dcc lesion mask (:func:`reprolib.localize.localize`).
+
+    Returns
+    -------
+    dict: ``p_covid``, ``prediction`` (p > 0.5), ``lung_ml``, ``lesion_ml``, ``shape_1mm``,
+    ``spacing_mm``, ``seconds`` per stage; ``lung_mask`` and ``lesion_mask`` ((T0, H, W)
+    uint8 on the 1 mm grid) and ``ct_u8`` (the windowed CT on that grid); with ``out_dir``: ``<name>_lung.nii.gz``, ``<name>_lesion.nii.gz``,
+    ``<name>_report.json`` and ``<name>_report.md`` written there atomically.
+
+    Raises
+    ------
+    InputError (DicomError, NiftiError, VolumeError ...) naming the file and the problem.
+    """
+    import torch
+
+    from . import cohort, io, localize, preprocess, train
+    from .files import atomic_write_text
+
+    path = Path(path)
+    secs: dict[str, float] = {}
+    t0 = time.perf_counter()
+    vol = io.read_ct(path)
+    secs["read"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = preprocess.preprocess_ct(vol, **(preprocess_params or {}))
+    ct_u8 = res["ct_u8"]
+    secs["preprocess"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lung = train.segment_volume(unet, ct_u8, size=None if card.unet_size is None else tuple(card.unet_size))
+    secs["unet"] = time.perf_counter() - t0
+    if not lung.any():
+        raise InputError(path, "the U-Net found no lung in this volume (is it a chest CT?)")
+    t0 = time.perf_counter()
+    x = cohort.classifier_input(ct_u8, lung, card.hw, card.z_step)
+    if x.shape[1] < 2:
+        raise InputError(path, f"only {x.shape[1]} slice(s) of lung after cropping: too few for DeCoVNet")
+    _, _, bbox = preprocess.crop_to_mask(ct_u8, lung)
+    loc = localize.localize(decovnet, torch.from_numpy(x)[None], lung_mask_full=lung, bbox=bbox,
+                            z_step=card.z_step)
+    secs["decovnet_and_localisation"] = time.perf_counter() - t0
+    spacing = tuple(float(s) for s in res["spacing_mm"])
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    lesion = loc.lesion_full.astype(np.uint8)
+    out: dict[str, Any] = {
+        "file": path.name, "p_covid": float(loc.p_covid), "prediction": "COVID-19" if loc.p_covid > 0.5 else "negative",
+        "lung_ml": float(lung.sum()) * voxel_ml, "lesion_ml": float(lesion.sum()) * voxel_ml,
+        "shape_1mm": list(ct_u8.shape), "spacing_mm": list(spacing), "seconds": secs,
+        "lung_mask": lung, "lesion_mask": lesion, "ct_u8": ct_u8}
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        name = path.name.split(".")[0] or "ct"
+        out["lung_nifti"] = io.write_nifti(lung, spacing, out_dir / f"{name}_lung.nii.gz")
+        out["lesion_nifti"] = io.write_nifti(lesion, spacing, out_dir / f"{name}_lesion.nii.gz")
+        report = {k: v for k, v in out.items() if k not in ("lung_mask", "lesion_mask", "ct_u8")}
+        report.update(model=card.to_dict(), disclaimer=DISCLAIMER)
+        out["report"] = atomic_write_text(out_dir / f"{name}_report.json",
+                                          json.dumps(report, indent=2, default=str) + "\n")
+        md = [f"# CT prediction: {path.name}", "", f"> {DISCLAIMER}", "",
+              "| quantity | value |", "|---|---|",
+              f"| COVID-19 probability (DeCoVNet) | {out['p_covid']:.3f} |",
+              f"| prediction at p > 0.5 | {out['prediction']} |",
+              f"| lung volume (U-Net) | {out['lung_ml']:.0f} ml |",
+              f"| predicted lesion (CAM + R3dcc) | {out['lesion_ml']:.1f} ml |",
+              f"| seconds | {sum(secs.values()):.1f} |", "",
+              f"Masks: `{Path(out['lung_nifti']).name}`, `{Path(out['lesion_nifti']).name}` (1 mm slices, "
+              f"spacing {', '.join(f'{s:.3f}' for s in spacing)} mm).", "",
+              f"Model: profile `{card.profile}`, DeCoVNet sha256 `{card.decovnet_sha256[:12]}`, U-Net sha256 "
+              f"`{card.unet_sha256[:12]}`; held-out ROC AUC in its build: {card.metrics.get('roc_auc')}."]
+        out["report_md"] = atomic_write_text(out_dir / f"{name}_report.md", "\n".join(md) + "\n")
+    return out

@@ -1,0 +1,115 @@
+"""reprolib.predict: model cards from a build, verified loading, CT and CXR prediction, `repro predict`."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from reprolib import predict
+from reprolib.errors import ChecksumError, InputError
+from reprolib.io import read_nifti
+
+
+def _cards(b):
+    return (predict.cxr_card("sample", b["work"], b["results"]), predict.ct_card("sample", b["work"], b["results"]))
+
+
+def test_cards_read_the_build(tiny_build):
+    cxr_card, ct_card = _cards(tiny_build)
+    assert cxr_card.size == 64 and cxr_card.weights == "none" and cxr_card.metrics["macro_f1"] == 0.5
+    assert cxr_card.metrics["recall_covid19"] == 0.5 and cxr_card.provenance["git"]["commit"] == "0" * 40
+    assert ct_card.hw == (32, 48) and ct_card.z_step == 2 and ct_card.unet_size == (64, 64)
+    assert ct_card.metrics["roc_auc"] == 0.9 and ct_card.metrics["lesion_hit_rate"] == 0.5
+    with pytest.raises(InputError, match="07_cxr_resnet50"):
+        predict.cxr_card("sample", tiny_build["work"], tiny_build["base"] / "nowhere")
+
+
+def test_tampered_checkpoint_is_refused(tiny_build, tmp_path):
+    cxr_card, _ = _cards(tiny_build)
+    bad = tmp_path / "cxr.pt"
+    data = bytearray((tiny_build["work"] / "cxr_resnet50.pt").read_bytes())
+    data[-10] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    from dataclasses import replace
+
+    with pytest.raises(ChecksumError, match="cxr.pt"):
+        predict.load_cxr_model(replace(cxr_card, path=str(bad)))
+
+
+def test_predict_cxr_probabilities_heatmap_and_report(tiny_build, tmp_path):
+    cxr_card, _ = _cards(tiny_build)
+    model = predict.load_cxr_model(cxr_card)
+    out = predict.predict_cxr(model, tiny_build["inputs"] / "cxr.png", cxr_card, tmp_path)
+    p = out["probabilities"]
+    assert list(p) == list(cxr_card.classes) and sum(p.values()) == pytest.approx(1.0, abs=1e-9)
+    assert out["prediction"] == max(p, key=p.get)
+    from PIL import Image
+
+    heat = Image.open(out["heatmap"])
+    assert heat.size == (64, 64) and heat.mode == "RGB"
+    report = json.loads(out["report"].read_text())
+    assert report["model"]["sha256"] == cxr_card.sha256 and "not a medical device" in report["disclaimer"]
+    # the same model run by hand gives the same probabilities
+    import torch
+
+    from reprolib import cxr
+
+    x = cxr.build_transforms(64)(cxr.load_cxr(tiny_build["inputs"] / "cxr.png"))
+    with torch.inference_mode():
+        ref = torch.softmax(model(x[None]), 1)[0].numpy()
+    np.testing.assert_allclose(list(p.values()), ref, atol=1e-6)
+
+
+def test_predict_ct_writes_masks_and_report(tiny_build, tmp_path):
+    _, ct_card = _cards(tiny_build)
+    unet, net = predict.load_ct_models(ct_card)
+    out = predict.predict_ct(unet, net, tiny_build["inputs"] / "ct.nii.gz", ct_card, tmp_path)
+    assert 0.0 <= out["p_covid"] <= 1.0 and out["prediction"] in ("COVID-19", "negative")
+    lung = read_nifti(out["lung_nifti"], is_hu=False)
+    lesion = read_nifti(out["lesion_nifti"], is_hu=False)
+    assert lung.hu.shape == tuple(out["shape_1mm"]) == lesion.hu.shape
+    assert lung.spacing_mm == pytest.approx(tuple(out["spacing_mm"]), abs=1e-4)
+    np.testing.assert_array_equal(lung.hu, out["lung_mask"])
+    assert out["lung_ml"] > 50  # the quickly trained U-Net finds the phantom's lungs
+    # the lesion mask is mapped back into the lung's bounding box (the DeCoVNet crop), nowhere else
+    zz, yy, xx = np.nonzero(lung.hu)
+    outside = lesion.hu.astype(bool).copy()
+    outside[zz.min():zz.max() + 1, yy.min():yy.max() + 1, xx.min():xx.max() + 1] = False
+    assert not outside.any()
+    assert out["lesion_ml"] == pytest.approx(lesion.hu.astype(bool).sum() * np.prod(out["spacing_mm"]) / 1000)
+    report = json.loads(out["report"].read_text())
+    assert report["p_covid"] == out["p_covid"] and report["model"]["decovnet_sha256"] == ct_card.decovnet_sha256
+    assert "COVID-19 probability" in out["report_md"].read_text()
+    # a DICOM series gives the same probability as the NIfTI of the same phantom
+    out2 = predict.predict_ct(unet, net, tiny_build["inputs"] / "dicom", ct_card)
+    assert out2["p_covid"] == pytest.approx(out["p_covid"], abs=1e-4)
+
+
+def test_predict_ct_bad_input_names_the_file(tiny_build, tmp_path):
+    _, ct_card = _cards(tiny_build)
+    unet, net = predict.load_ct_models(ct_card)
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes((tiny_build["inputs"] / "ct.nii.gz").read_bytes()[:500])
+    with pytest.raises(InputError, match="broken.nii.gz"):
+        predict.predict_ct(unet, net, bad, ct_card, tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_cli_predict_cxr(tiny_build, tmp_path, monkeypatch, capsys):
+    from reprolib import cli
+
+    monkeypatch.setenv("REPRO_WORK_DIR", str(tiny_build["base"]))
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tiny_build["results"].parent / "results_root"))
+    root = tiny_build["results"].parent / "results_root" / "sample"
+    root.mkdir(parents=True, exist_ok=True)
+    for f in tiny_build["results"].iterdir():
+        (root / f.name).write_bytes(f.read_bytes())
+    rc = cli.main(["predict", "cxr", str(tiny_build["inputs"] / "cxr.png"), "--profile", "sample",
+                   "--out", str(tmp_path)])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary["probabilities"]) == {"healthy", "pneumonia", "covid19", "not_certain"}
+    assert (tmp_path / "cxr_gradcam.png").is_file()
+    rc = cli.main(["predict", "cxr", str(tmp_path / "missing.png"), "--profile", "sample", "--out", str(tmp_path)])
+    assert rc == 1 and "missing.png" in capsys.readouterr().err
