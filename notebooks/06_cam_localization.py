@@ -222,20 +222,17 @@ show = show[["n", "hits", "hit rate (95 % CI)", "hit_rate_centroid", "hit_rate_l
                                              "random_baseline": "random lung voxel", "median_dice": "median Dice"})
 nb.glue_table("hit_table", show.round(3))
 main, main_all, grad = pp.loc[("linear", 6)], al.loc[("linear", 6)], pp.loc[("gradcam", 6)]
-nb.glue("cam_hit_rate", None if main.n == 0 else float(main.hit_rate))
-nb.glue("cam_hit_lo", None if main.n == 0 else float(main.ci_lo))
-nb.glue("cam_hit_hi", None if main.n == 0 else float(main.ci_hi))
-nb.glue("cam_hits", int(main.hits))
-nb.glue("cam_n", int(main.n))
-nb.glue("cam_random_baseline", None if main.n == 0 else float(main.random_baseline))
+glued = {  # key: (table row, column); rates of an empty population are None
+    "cam_hit_rate": (main, "hit_rate"), "cam_hit_lo": (main, "ci_lo"), "cam_hit_hi": (main, "ci_hi"),
+    "cam_random_baseline": (main, "random_baseline"), "cam_only_hit_rate": (main, "hit_rate_largest_cam"),
+    "gradcam_hit_rate": (grad, "hit_rate"), "cam_w7_hit_rate": (pp.loc[("linear", 7)], "hit_rate"),
+    "cam_all_hit_rate": (main_all, "hit_rate"), "cam_all_random_baseline": (main_all, "random_baseline")}
+for key, (r, col) in glued.items():
+    nb.glue(key, None if r.n == 0 else float(r[col]))
+for key, r in (("cam", main), ("cam_all", main_all)):
+    nb.glue(f"{key}_hits", int(r.hits))
+    nb.glue(f"{key}_n", int(r.n))
 nb.glue("cam_beats_random", None if main.n == 0 else bool(main.hit_rate > main.random_baseline))
-nb.glue("gradcam_hit_rate", None if grad.n == 0 else float(grad.hit_rate))
-nb.glue("cam_only_hit_rate", None if main.n == 0 else float(main.hit_rate_largest_cam))
-nb.glue("cam_all_hit_rate", None if main_all.n == 0 else float(main_all.hit_rate))
-nb.glue("cam_all_hits", int(main_all.hits))
-nb.glue("cam_all_n", int(main_all.n))
-nb.glue("cam_all_random_baseline", None if main_all.n == 0 else float(main_all.random_baseline))
-nb.glue("cam_w7_hit_rate", None if pp.loc[("linear", 7)].n == 0 else float(pp.loc[("linear", 7)].hit_rate))
 
 
 def rate_text(r) -> str:
@@ -259,6 +256,12 @@ else:
             f"Grad-CAM {grad.hit_rate:.3f}, and 7-pixel tiles give {pp.loc[('linear', 7)].hit_rate:.3f}.")
     parts.append(f"Over every annotated volume (the official code's population) the rate is {rate_text(main_all)} "
                  f"against {main_all.random_baseline:.3f} for a random lung voxel.")
+    main_rows = per[(per.CAM == "linear") & (per.window == 6)]
+    n_empty = int((main_rows["R3dcc voxels"] == 0).sum())
+    if n_empty:
+        parts.append(f"R3dcc was empty in the input frame of {n_empty} of {len(main_rows)} volumes (no fragmented "
+                     "tile survived, or the lung mask was not fragmented); there the prediction is the largest CAM "
+                     "component, so the fusion with 3DCC played no part.")
     if kind == "slice-level":
         parts.append(f"These are slice-level hits on n = {int(main_all.n)} real volumes: the labels mark infected "
                      "slices, so a hit only says the predicted lesion's centre slice is infected, and with "

@@ -108,16 +108,6 @@ def _provenance(work_dir: Path) -> dict:
     return {k: prov.get(k) for k in ("git", "hardware", "packages", "deterministic") if k in prov}
 
 
-def _sidecar_sha(path: Path) -> str:
-    side = Path(f"{path}.sha256")
-    if not side.is_file():
-        raise InputError(path, f"no checksum sidecar {side.name}: rerun the notebook that wrote it")
-    text = side.read_text().split()
-    if not text:
-        raise InputError(side, "empty sha256 sidecar")
-    return text[0]
-
-
 def cxr_card(profile: str, work_dir: str | Path | None = None, results_dir: str | Path | None = None
              ) -> CXRModelCard:
     """Card of the chest X-ray model trained by notebook 07 of ``profile``."""
@@ -167,7 +157,7 @@ def ct_card(profile: str, work_dir: str | Path | None = None, results_dir: str |
     dpath = work / "decovnet_last.pt"
     if not dpath.is_file():
         raise InputError(dpath, "missing: run notebook 04 of this profile first (repro run)")
-    dsha = _sidecar_sha(dpath)
+    dsha = train.read_sha256_sidecar(dpath)
     meta = train.load_checkpoint(dpath, expected_sha256=dsha)["metadata"]
     v4 = _results(res, "04_decovnet")
     metrics = {k: v4.get(f"our_{k}") for k in ("roc_auc", "roc_auc_ci_lo", "roc_auc_ci_hi", "average_precision",

@@ -224,7 +224,7 @@ document.getElementById('cxr-form').onsubmit = (e) => { e.preventDefault();
     j.heatmap_png_base64 + '">'); };
 document.getElementById('ct-form').onsubmit = (e) => { e.preventDefault();
   post('/api/predict/ct', 'ct-file', 'ct-result', (j) => '<p>prediction: <b id="ct-prediction">' + j.prediction +
-    '</b></p>' + bars({'COVID-19': j.p_covid, 'negative': 1 - j.p_covid}) + '<p>lung ' + j.lung_ml.toFixed(0) +
+    '</b></p>' + bars(j.probabilities) + '<p>lung ' + j.lung_ml.toFixed(0) +
     ' ml, predicted lesion ' + j.lesion_ml.toFixed(1) + ' ml</p><img id="ct-preview" alt="CT slice" src="data:image/png;base64,' +
     j.slice_png_base64 + '">'); };
 function row(name, m, metric) {
@@ -361,7 +361,9 @@ def create_app(cxr: tuple[Any, Any] | None = None, ct: tuple[Any, Any, Any] | No
             except ReproError as exc:
                 raise _fail(exc, tmp_path, name) from None
             preview = _ct_preview_png(out["ct_u8"], out["lesion_mask"], out["lung_mask"])
-        return {"file": name, "p_covid": out["p_covid"], "prediction": out["prediction"], "lung_ml": out["lung_ml"],
+        return {"file": name, "p_covid": out["p_covid"], "prediction": out["prediction"],
+                "probabilities": {"COVID-19": out["p_covid"], "negative": 1.0 - out["p_covid"]},
+                "lung_ml": out["lung_ml"],
                 "lesion_ml": out["lesion_ml"], "shape_1mm": out["shape_1mm"], "seconds": out["seconds"],
                 "slice_png_base64": _b64(preview), "model": _model_summary(ct[2]), "disclaimer": DISCLAIMER}
 

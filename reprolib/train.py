@@ -71,6 +71,7 @@ __all__ = [
     "segment_volume",
     "binary_auc",
     "save_checkpoint",
+    "read_sha256_sidecar",
     "load_checkpoint",
     "file_sha256",
 ]
@@ -743,6 +744,21 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
+def read_sha256_sidecar(path: str | os.PathLike) -> str:
+    """The digest stored in ``<path>.sha256`` (written by :func:`save_checkpoint`).
+
+    Raises :class:`InputError` naming the file when the sidecar is missing or empty.
+    """
+    path = Path(path)
+    side = Path(f"{path}.sha256")
+    if not side.is_file():
+        raise InputError(path, f"no checksum: sidecar {side.name} missing (rerun the step that wrote it)")
+    text = side.read_text().split()
+    if not text:
+        raise InputError(side, "empty sha256 sidecar")
+    return text[0]
+
+
 def load_checkpoint(path: str | os.PathLike, expected_sha256: str | None = None, model: nn.Module | None = None,
                     optimizer: torch.optim.Optimizer | None = None, verify: bool = True,
                     strict: bool = True) -> dict[str, Any]:
@@ -771,13 +787,7 @@ def load_checkpoint(path: str | os.PathLike, expected_sha256: str | None = None,
     digest = file_sha256(path)
     if verify:
         if expected_sha256 is None:
-            side = Path(f"{path}.sha256")
-            if not side.is_file():
-                raise InputError(path, f"no checksum: sidecar {side.name} missing and no expected_sha256 given")
-            text = side.read_text().split()
-            if not text:
-                raise InputError(side, "empty sha256 sidecar")
-            expected_sha256 = text[0]
+            expected_sha256 = read_sha256_sidecar(path)
         if digest.lower() != expected_sha256.strip().lower():
             raise ChecksumError(path, expected_sha256, digest)
     try:

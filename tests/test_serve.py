@@ -74,6 +74,8 @@ def test_ct_nifti_gzip_and_zipped_dicom(client, tiny_build, name):
     assert r.status_code == 200, r.text
     j = r.json()
     assert 0 <= j["p_covid"] <= 1 and j["lung_ml"] > 50 and j["model"]["hw"] == [32, 48]
+    assert sum(j["probabilities"].values()) == pytest.approx(1.0, abs=1e-9)
+    assert j["probabilities"]["COVID-19"] == j["p_covid"]
 
 
 def _zip(entries: dict[str, bytes], method=zipfile.ZIP_DEFLATED) -> bytes:
