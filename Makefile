@@ -1,7 +1,7 @@
 # covid-repro: two commands for a fresh machine.
 #   make book   -> .venv, run every notebook for $(PROFILE) (default sample), build _build/html
 #   make test   -> .venv if needed, pytest
-#   make bench  -> benchmarks/ (memory and time per preprocessing step; prints figures)
+#   make bench  -> benchmarks/ (preprocessing memory/time per step; inference eager vs fast; prints figures)
 PROFILE ?= sample
 PYTHON  ?= python3
 VENV    := .venv
@@ -35,6 +35,7 @@ test: $(STAMP)
 # Speed/memory targets are checked by benchmarks that print figures (not by timed tests).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_preprocess_memory.py
+	$(BIN)/python benchmarks/bench_inference.py
 
 clean:
 	rm -rf _build book/generated

@@ -243,3 +243,39 @@ def test_set_bn_eval():
     assert not torch.equal(before, net.stem[1].running_mean)  # batch statistics were used
     set_bn_eval(net, True)
     assert not any(b.training for b in bns)
+
+
+# ----------------------------------------------------------------------------- fast inference
+@pytest.mark.parametrize("variant", ["channels_last", "jit"])
+def test_fast_inference_variants_match_eager(variant):
+    """Each fp32 variant within 1e-4 of eager fp32, on depths other than the trace example's."""
+    from reprolib.models import DeCoVNet, inference_runner, proclf_grids_for
+
+    torch.manual_seed(0)
+    net = DeCoVNet(proclf_grids=proclf_grids_for((64, 96)), fc_init="pytorch").eval()
+    for m in net.modules():  # non-trivial BatchNorm statistics, so that folding is exercised
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    eager = inference_runner(net, "eager")
+    fast = inference_runner(net, variant, example=torch.rand(1, 2, 12, 64, 96))
+    for t in (10, 23):
+        x = torch.rand(2, 2, t, 64, 96)
+        ref, out = eager(x), fast(x)
+        assert out.shape == ref.shape == (2, 2)
+        assert torch.allclose(out, ref, atol=1e-4, rtol=0), (variant, t, float((out - ref).abs().max()))
+    with pytest.raises(InputError):
+        fast(torch.rand(1, 2, 1, 64, 96))  # the eager input check still applies
+    assert not net.training  # the model itself is untouched apart from eval()
+
+
+def test_bf16_variant_runs_and_unknown_variant_is_refused():
+    from reprolib.models import DeCoVNet, inference_runner, proclf_grids_for
+
+    net = DeCoVNet(proclf_grids=proclf_grids_for((32, 48)))
+    out = inference_runner(net, "bf16")(torch.rand(1, 2, 6, 32, 48))
+    assert out.dtype == torch.float32 and out.shape == (1, 2)
+    with pytest.raises(ValueError, match="variant"):
+        inference_runner(net, "int8")
