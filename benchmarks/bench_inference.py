@@ -15,22 +15,18 @@ import json
 import multiprocessing as mp
 import platform
 import resource
-import statistics
 import sys
-import time
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "out" / "inference.json"
 
 
 def _median_time(fn, repeats: int) -> tuple[float, object]:
-    out = fn()  # warm-up (and the output)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+    """Median time of ``fn()`` (after one warm-up call, which also gives the output)."""
+    from reprolib.provenance import median_time
+
+    out = fn()
+    return median_time(fn, repeats=repeats, warmup=0)[0], out
 
 
 def _job(kind: str, params: dict, threads: int, repeats: int, queue) -> None:

@@ -348,7 +348,7 @@ def real_classifier_cohort(index: pd.DataFrame, unet: Any, hw: tuple[int, int] =
     """
     from tqdm.auto import tqdm
 
-    from . import train
+    from . import preprocess, train
 
     items, rows = [], []
     for row in tqdm(list(index.itertuples(index=False)), desc="U-Net masks", disable=not progress):
@@ -368,8 +368,6 @@ def real_classifier_cohort(index: pd.DataFrame, unet: Any, hw: tuple[int, int] =
             if x.shape[1] < 2:
                 r["note"] = f"only {x.shape[1]} slice(s) after cropping: skipped"
             else:
-                from . import preprocess
-
                 items.append((x, label, row.case_id))
                 _, _, bbox = preprocess.crop_to_mask(pre["ct_u8"], mask)
                 r.update(used=True, T=int(x.shape[1]),

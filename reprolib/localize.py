@@ -1063,6 +1063,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 # =============================================================================
 # 7. Scoring a run
 # =============================================================================
+_UNSCORED = dict(hit=None, hit_centroid=None, hit_largest_cam=None, random_baseline=None, dice=None)
+
+
 def score_volume(res: LocalizationResult, lung: np.ndarray, gt: np.ndarray | None = None,
                  slice_flags: np.ndarray | None = None) -> dict[str, float | bool | None]:
     """Score one :func:`localize` result against voxel masks or slice labels.
@@ -1086,20 +1089,20 @@ def score_volume(res: LocalizationResult, lung: np.ndarray, gt: np.ndarray | Non
     if gt is not None:
         g = np.asarray(gt) > 0
         if not g.any():
-            return dict(hit=None, hit_centroid=None, hit_largest_cam=None, random_baseline=None, dice=None)
+            return dict(_UNSCORED)
         return dict(hit=is_hit(res.lesion, g, "median_voxel"), hit_centroid=is_hit(res.lesion, g, "centroid"),
                     hit_largest_cam=is_hit(largest, g, "median_voxel"),
                     random_baseline=random_baseline_hit(lung, g), dice=dice(res.lesion, g))
     if slice_flags is not None:
         flags = np.asarray(slice_flags).astype(bool)
         if not flags.any():
-            return dict(hit=None, hit_centroid=None, hit_largest_cam=None, random_baseline=None, dice=None)
+            return dict(_UNSCORED)
         on_infected = np.broadcast_to(flags[:, None, None], lung.shape) & lung
         return dict(hit=slice_level_hit(res.lesion, flags, "median_voxel"),
                     hit_centroid=slice_level_hit(res.lesion, flags, "centroid"),
                     hit_largest_cam=slice_level_hit(largest, flags, "median_voxel"),
                     random_baseline=random_baseline_hit(lung, on_infected) if lung.any() else None, dice=None)
-    return dict(hit=None, hit_centroid=None, hit_largest_cam=None, random_baseline=None, dice=None)
+    return dict(_UNSCORED)
 
 
 def hit_rate_table(per_volume: "pd.DataFrame", by: Sequence[str] = ("CAM", "window"),

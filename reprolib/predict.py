@@ -275,7 +275,8 @@ def predict_ct(unet, decovnet, path: str | Path, card: CTModelCard, out_dir: str
     vol = io.read_ct(path)
     secs["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    res = preprocess.preprocess_ct(vol, **(preprocess_params or {}))
+    # the lung mask comes from the U-Net below: no unsupervised pseudo-label needed here
+    res = preprocess.preprocess_ct(vol, **{"compute_mask": False, **(preprocess_params or {})})
     ct_u8 = res["ct_u8"]
     secs["preprocess"] = time.perf_counter() - t0
     t0 = time.perf_counter()

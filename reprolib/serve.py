@@ -18,6 +18,7 @@ default. It is a research tool, not a diagnostic device; the page says so.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import tempfile
 import zipfile
@@ -298,8 +299,23 @@ def create_app(cxr: tuple[Any, Any] | None = None, ct: tuple[Any, Any, Any] | No
             kind = sniff(fh.read(352))
         return path, kind
 
-    def _fail(exc: ReproError, tmp: Path, name: str) -> UploadRejected:
-        return UploadRejected(422, f"{name}: {str(exc).replace(str(tmp) + '/', '')}")
+    @contextlib.asynccontextmanager
+    async def _received(upload: UploadFile, model: Any, missing: str):
+        """The upload saved in a fresh temporary folder: ``(name, folder, path, sniffed kind)``.
+
+        503 when ``model`` is None; a package error raised inside becomes a 422 that names the
+        upload (not the temporary path); the folder is removed whatever happens.
+        """
+        if model is None:
+            raise UploadRejected(503, missing)
+        name = Path(upload.filename or "upload").name
+        with tempfile.TemporaryDirectory(prefix="repro-upload-", dir=app.state.tmp_root) as tmp:
+            tmp_path = Path(tmp)
+            path, kind = await _save(upload, tmp_path)
+            try:
+                yield name, tmp_path, path, kind
+            except ReproError as exc:
+                raise UploadRejected(422, f"{name}: {str(exc).replace(str(tmp_path) + '/', '')}") from None
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
@@ -317,17 +333,11 @@ def create_app(cxr: tuple[Any, Any] | None = None, ct: tuple[Any, Any, Any] | No
         """Class probabilities (summing to 1) and a Grad-CAM heat map (PNG, base64) of a chest X-ray."""
         from .predict import predict_cxr
 
-        if cxr is None:
-            raise UploadRejected(503, "no chest X-ray model in this build: run notebook 07 first")
-        name = Path(file.filename or "upload").name
-        with tempfile.TemporaryDirectory(prefix="repro-upload-", dir=app.state.tmp_root) as tmp:
-            path, kind = await _save(file, Path(tmp))
+        async with _received(file, cxr, "no chest X-ray model in this build: run notebook 07 first") as (
+                name, tmp_path, path, kind):
             if kind not in ("png", "jpeg"):
                 raise UploadRejected(415, f"{name}: not a PNG or JPEG image (content looks like {kind})")
-            try:
-                out = predict_cxr(cxr[0], path, cxr[1], max_pixels=limits.max_pixels)
-            except ReproError as exc:
-                raise _fail(exc, Path(tmp), name) from None
+            out = predict_cxr(cxr[0], path, cxr[1], max_pixels=limits.max_pixels)
         return {"file": name, "probabilities": out["probabilities"], "prediction": out["prediction"],
                 "heatmap_png_base64": _b64(out["heatmap_png"]), "seconds": out["seconds"],
                 "model": _model_summary(cxr[1]), "disclaimer": DISCLAIMER}
@@ -337,12 +347,8 @@ def create_app(cxr: tuple[Any, Any] | None = None, ct: tuple[Any, Any, Any] | No
         """COVID-19 probability, lung and lesion volumes and a preview slice of a chest CT."""
         from .predict import predict_ct
 
-        if ct is None:
-            raise UploadRejected(503, "no CT models in this build: run notebooks 03 and 04 first")
-        name = Path(file.filename or "upload").name
-        with tempfile.TemporaryDirectory(prefix="repro-upload-", dir=app.state.tmp_root) as tmp:
-            tmp_path = Path(tmp)
-            path, kind = await _save(file, tmp_path)
+        async with _received(file, ct, "no CT models in this build: run notebooks 03 and 04 first") as (
+                name, tmp_path, path, kind):
             if kind == "gzip":
                 path = gunzip_capped(path, tmp_path / "volume.nii", limits)
                 with open(path, "rb") as fh:
@@ -356,10 +362,7 @@ def create_app(cxr: tuple[Any, Any] | None = None, ct: tuple[Any, Any, Any] | No
             else:
                 raise UploadRejected(415, f"{name}: not a NIfTI volume, a .nii.gz or a zipped DICOM series "
                                           f"(content looks like {kind})")
-            try:
-                out = predict_ct(ct[0], ct[1], path, ct[2])
-            except ReproError as exc:
-                raise _fail(exc, tmp_path, name) from None
+            out = predict_ct(ct[0], ct[1], path, ct[2])
             preview = _ct_preview_png(out["ct_u8"], out["lesion_mask"], out["lung_mask"])
         return {"file": name, "p_covid": out["p_covid"], "prediction": out["prediction"],
                 "probabilities": {"COVID-19": out["p_covid"], "negative": 1.0 - out["p_covid"]},
