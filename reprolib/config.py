@@ -43,15 +43,29 @@ def check_profile(name: str) -> str:
 
 @lru_cache(maxsize=None)
 def _load_profile_cached(name: str) -> dict[str, Any]:
+    """Read and check ``profiles/<name>.yml``: a mapping with ``profile: <name>``, an
+    integer ``seed`` and a ``data`` mapping whose ``datasets`` is a list of names."""
     ref = resources.files("reprolib") / "profiles" / f"{name}.yml"
     try:
         data = yaml.safe_load(ref.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(str(ref), f"invalid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(ref), f"not UTF-8 text (byte {exc.start}): a profile is a YAML file") from None
+    except OSError as exc:
+        raise ConfigError(str(ref), f"cannot read the profile: {exc.strerror or exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(str(ref), "a profile must be a mapping of section -> settings")
     if data.get("profile") != name:
         raise ConfigError(str(ref), f"field 'profile' must be {name!r}, got {data.get('profile')!r}")
+    seed = data.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(str(ref), f"field 'seed' must be an integer, got {seed!r}")
+    section = data.get("data")
+    datasets = section.get("datasets") if isinstance(section, dict) else None
+    if not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets):
+        raise ConfigError(str(ref), f"section 'data' must be a mapping with a list 'datasets' of dataset "
+                                    f"names, got {section!r}")
     return data
 
 

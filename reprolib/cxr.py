@@ -214,8 +214,13 @@ def patient_split(
     return [replace(rec, split=assignment[rec.patient]) for rec in records]
 
 
-def _to_8bit_gray(im: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit grayscale ``L``; 16-bit data are scaled, not clipped."""
+def _to_8bit_gray(im: Image.Image, path: Path | None = None) -> Image.Image:
+    """Convert any Pillow mode to 8-bit grayscale ``L``; 16-bit data are scaled, not clipped.
+
+    Palette images go through their palette; an alpha channel is dropped (the stored grey
+    levels are kept, not composited); floating-point images are min-max scaled and must be
+    finite (:class:`ImageError` naming ``path`` otherwise).
+    """
     if im.mode == "L":
         return im
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -224,12 +229,31 @@ def _to_8bit_gray(im: Image.Image) -> Image.Image:
         return Image.fromarray(np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8))
     if im.mode == "F":
         arr = np.asarray(im, dtype=np.float32)
-        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        bad = int(arr.size - np.isfinite(arr).sum())
+        if bad:
+            raise ImageError(path, f"{bad} NaN/inf pixel values in a floating-point image")
+        lo, hi = float(arr.min()), float(arr.max())
         arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
         return Image.fromarray(arr.astype(np.uint8))
     if im.mode in ("P", "PA") or "A" in im.mode:
         im = im.convert("RGBA").convert("RGB")
     return im.convert("L")
+
+
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"),
+)
+
+
+def _image_signature(path: Path) -> str | None:
+    """The image format ``path`` starts like (``"PNG"``, ``"JPEG"``, ...), or None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    return next((kind for sig, kind in _SIGNATURES if head.startswith(sig)), None)
 
 
 def load_cxr(path: str | os.PathLike, *, max_pixels: int | None = None, channels: int = 3) -> Image.Image:
@@ -241,13 +265,21 @@ def load_cxr(path: str | os.PathLike, *, max_pixels: int | None = None, channels
         Decompression-bomb guard in pixels (width x height), checked from the header
         before decoding; default Pillow's ``Image.MAX_IMAGE_PIXELS`` (89,478,485).
 
+    Any format Pillow reads is accepted, whatever the suffix; see :func:`_to_8bit_gray` for
+    16-bit, palette, alpha and floating-point images.
+
     Raises
     ------
     ImageError
-        Missing, unreadable, truncated or oversized file (message names the file).
+        Missing, empty, unreadable, corrupt, truncated or oversized file, NaN pixels
+        (message names the file).
     """
     path = Path(path)
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    if path.exists() and not path.is_file():
+        raise ImageError(path, "not a file (a directory or a device?)")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ImageError(path, "empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -257,7 +289,7 @@ def load_cxr(path: str | os.PathLike, *, max_pixels: int | None = None, channels
                     raise ImageError(path, f"{w}x{h} = {w * h} pixels exceeds the limit of {limit} "
                                            "(decompression-bomb guard)")
                 im.load()
-                gray = _to_8bit_gray(im)
+                gray = _to_8bit_gray(im, path)
                 gray.load()
     except ImageError:
         raise
@@ -266,6 +298,9 @@ def load_cxr(path: str | os.PathLike, *, max_pixels: int | None = None, channels
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(path, f"image too large (decompression-bomb guard): {exc}") from exc
     except UnidentifiedImageError as exc:
+        kind = _image_signature(path)
+        if kind is not None:
+            raise ImageError(path, f"corrupt {kind} file: it starts like one but cannot be read") from exc
         raise ImageError(path, "not a readable image format") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(path, f"corrupt or truncated image: {exc}") from exc

@@ -144,12 +144,20 @@ def parse_manifest(data: Any, path: Path | str = "<memory>") -> Manifest:
 
 
 def load_manifest(path: str | Path) -> Manifest:
-    """Read and validate one manifest file."""
+    """Read and validate one manifest file.
+
+    Raises :class:`ManifestError` naming ``path``: not found, unreadable (a directory, no
+    permission), not UTF-8 text, invalid YAML, or any schema error of :func:`parse_manifest`.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ManifestError(path, "manifest file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ManifestError(path, f"not UTF-8 text (byte {exc.start}): a manifest is a YAML file") from None
+    except OSError as exc:
+        raise ManifestError(path, f"cannot read the manifest: {exc.strerror or exc}") from None
     try:
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:

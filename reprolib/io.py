@@ -165,19 +165,36 @@ def stored_to_hu(
 # ------------------------------------------------------------------------ DICOM
 
 
+_HEADER_ESSENTIALS = ("SeriesInstanceUID", "Rows", "Columns")
+
+
 def _read_header(path: Path):
-    """Read one DICOM header (no pixels) or raise DicomError."""
+    """Read one DICOM header (no pixels) or raise DicomError.
+
+    pydicom stops silently at the end of a truncated file; a header that runs into the
+    end of the file (no pixel data after it) without the essentials of an image slice
+    is reported as truncated.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    size = path.stat().st_size
+    if size == 0:
+        raise DicomError(path, "empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open(path, "rb") as fh:
             warnings.simplefilter("ignore")  # e.g. non-conformant UIDs (COVID-CT-MD)
-            return pydicom.dcmread(path, stop_before_pixels=True)
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            at_end = fh.tell() >= size  # else the reader stopped before PixelData
     except InvalidDicomError:
         raise DicomError(path, "not a DICOM file (no 'DICM' preamble)") from None
-    except Exception as exc:  # truncated header, bad tag lengths, ...
+    except Exception as exc:  # bad tag lengths, ...
         raise DicomError(path, f"unreadable DICOM header (truncated or corrupt?): {exc}") from exc
+    missing = [k for k in _HEADER_ESSENTIALS if k not in ds]
+    if at_end and missing:
+        raise DicomError(path, f"truncated DICOM file (or not an image slice): the header ends with the file, "
+                               f"at byte {size}, without {', '.join(missing)}")
+    return ds
 
 
 def _float_list(ds, keyword: str, n: int, path: Path) -> np.ndarray | None:
@@ -248,6 +265,8 @@ def read_dicom_series(
     max_gap_factor: float = 1.5,
     spacing_rtol: float = 0.01,
     position_atol_mm: float = 1e-3,
+    max_dim: int = 4096,
+    max_voxels: int = 2**29,
 ) -> CTVolume:
     """Read one DICOM series (one file per slice) into int16 HU.
 
@@ -271,6 +290,9 @@ def read_dicom_series(
         (plus ``position_atol_mm``); more is "non-uniform spacing".
     position_atol_mm : float
         Positions closer than this (mm) are duplicates.
+    max_dim, max_voxels : int
+        Upper bounds on Rows/Columns and on the voxel count, checked from the
+        headers before any pixel memory is allocated (absurd headers).
 
     Returns
     -------
@@ -280,9 +302,10 @@ def read_dicom_series(
     Raises
     ------
     DicomError
-        Naming the offending file: not DICOM / truncated / no pixel data,
-        mixed series, missing slices, non-uniform spacing, a single slice,
-        differing rows/cols/pixel spacing/orientation, CT without rescale tags.
+        Naming the offending file: not DICOM / empty / truncated / no pixel
+        data, mixed series, missing slices, non-uniform spacing, a single
+        slice, missing, differing or absurd rows/cols, differing pixel
+        spacing/orientation, CT without (or with malformed) rescale tags.
     """
     with warnings.catch_warnings():
         # pydicom warns lazily about non-conformant values (COVID-CT-MD uses
@@ -290,11 +313,44 @@ def read_dicom_series(
         warnings.filterwarnings("ignore", message="Invalid value for VR")
         return _read_dicom_series(
             Path(directory), clip_low=clip_low, clip_high=clip_high, max_gap_factor=max_gap_factor,
-            spacing_rtol=spacing_rtol, position_atol_mm=position_atol_mm)
+            spacing_rtol=spacing_rtol, position_atol_mm=position_atol_mm, max_dim=max_dim,
+            max_voxels=max_voxels)
+
+
+def _matrix(ds, path: Path) -> tuple[int, int]:
+    """(Rows, Columns) of one header, or DicomError when missing or not positive integers."""
+    try:
+        rows, cols = int(ds.get("Rows")), int(ds.get("Columns"))
+    except (TypeError, ValueError):
+        raise DicomError(path, f"missing or malformed Rows/Columns ({ds.get('Rows')!r}, "
+                               f"{ds.get('Columns')!r}): not an image") from None
+    if rows < 1 or cols < 1:
+        raise DicomError(path, f"Rows/Columns {rows}x{cols}: not an image")
+    return rows, cols
+
+
+def _rescale_value(ds, keyword: str, path: Path) -> float | None:
+    """RescaleSlope/RescaleIntercept as a float (None when absent); DicomError when malformed."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise DicomError(path, f"malformed {keyword}: {value!r} is not a number") from None
+
+
+def _instance_number(ds) -> int:
+    """InstanceNumber, only a tie-breaker for sorting: 0 when absent or malformed."""
+    try:
+        return int(ds.get("InstanceNumber", 0) or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _read_dicom_series(directory: Path, *, clip_low: int, clip_high: int, max_gap_factor: float,
-                       spacing_rtol: float, position_atol_mm: float) -> CTVolume:
+                       spacing_rtol: float, position_atol_mm: float, max_dim: int,
+                       max_voxels: int) -> CTVolume:
     if not directory.is_dir():
         raise DicomError(directory, "not a directory of DICOM slices")
     files = _list_files(directory)
@@ -319,16 +375,17 @@ def _read_dicom_series(directory: Path, *, clip_low: int, clip_high: int, max_ga
 
     # --- consistent matrix, pixel spacing, orientation
     p0, ds0 = headers[0]
-    for p, ds in headers:
-        if "Rows" not in ds or "Columns" not in ds:
-            raise DicomError(p, "missing Rows/Columns: not an image")
-    rows, cols = int(ds0.Rows), int(ds0.Columns)
+    matrices = [_matrix(ds, p) for p, ds in headers]
+    rows, cols = matrices[0]
+    if max(rows, cols) > max_dim or len(headers) * rows * cols > max_voxels:
+        raise DicomError(p0, f"absurd dimensions: {len(headers)} slices of {rows}x{cols} "
+                             f"(max {max_dim} per axis, {max_voxels} voxels)")
     iop0 = _float_list(ds0, "ImageOrientationPatient", 6, p0)
     ps0 = _float_list(ds0, "PixelSpacing", 2, p0)
-    for p, ds in headers[1:]:
-        if (int(ds.Rows), int(ds.Columns)) != (rows, cols):
+    for (p, ds), matrix in zip(headers[1:], matrices[1:]):
+        if matrix != (rows, cols):
             raise DicomError(
-                p, f"matrix {int(ds.Rows)}x{int(ds.Columns)} differs from {rows}x{cols} of {p0.name}"
+                p, f"matrix {matrix[0]}x{matrix[1]} differs from {rows}x{cols} of {p0.name}"
             )
         ps = _float_list(ds, "PixelSpacing", 2, p)
         if (ps is None) != (ps0 is None) or (ps is not None and not np.allclose(ps, ps0, atol=1e-4)):
@@ -354,12 +411,17 @@ def _read_dicom_series(directory: Path, *, clip_low: int, clip_high: int, max_ga
         positions_l = []
         for p, ds in headers:
             loc = ds.get("SliceLocation")
-            if loc is None:
+            if loc is None or loc == "":
                 raise DicomError(p, "neither ImagePositionPatient nor SliceLocation: cannot sort slices")
-            positions_l.append(float(loc))
+            try:
+                positions_l.append(float(loc))
+            except (TypeError, ValueError):
+                raise DicomError(p, f"malformed SliceLocation: {loc!r}") from None
+            if not np.isfinite(positions_l[-1]):
+                raise DicomError(p, f"malformed SliceLocation: {loc!r}")
         positions = np.array(positions_l)
         sort_key = "SliceLocation"
-    inst = np.array([int(ds.get("InstanceNumber", 0) or 0) for _, ds in headers])
+    inst = np.array([_instance_number(ds) for _, ds in headers])
     order = np.lexsort((np.arange(len(files)), inst, positions))  # position, then instance, then name
 
     keep: list[int] = []
@@ -400,7 +462,7 @@ def _read_dicom_series(directory: Path, *, clip_low: int, clip_high: int, max_ga
     slopes, intercepts = [], []
     for i in keep:
         p, ds = headers[i]
-        m, b = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+        m, b = _rescale_value(ds, "RescaleSlope", p), _rescale_value(ds, "RescaleIntercept", p)
         if m is None or b is None:
             if modality in ("CT", ""):
                 raise DicomError(
@@ -491,9 +553,10 @@ def read_nifti(
     Raises
     ------
     NiftiError
-        Not NIfTI, truncated/corrupt gzip, not 3D (a singleton 4th dimension is
+        Not NIfTI, empty file, corrupt header (e.g. a wrong ``sizeof_hdr``),
+        truncated/corrupt gzip or data, not 3D (a singleton 4th dimension is
         squeezed), NaN/inf values, zero/negative/non-finite spacing, absurd
-        dimensions, values outside int16 when ``is_hu``.
+        dimensions, unsupported voxel types, values outside int16 when ``is_hu``.
     """
     import nibabel as nib
 
@@ -502,6 +565,8 @@ def read_nifti(
         raise ValueError(f"orientation must be 'LPS' or 'RAS', got {orientation!r}")
     if not path.is_file():
         raise NiftiError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise NiftiError(path, "empty file (0 bytes)")
     try:
         img = nib.load(str(path))
     except Exception as exc:  # ImageFileError, gzip/zlib errors, EOFError
@@ -526,10 +591,13 @@ def read_nifti(
         with ImageOpener(str(path)) as fobj:
             raw_hdr = type(img.header).from_fileobj(fobj, check=False)
         zooms = np.asarray(raw_hdr["pixdim"][1:4], dtype=float)
+        sizeof_hdr = int(raw_hdr["sizeof_hdr"])
     except Exception as exc:
         raise NiftiError(path, f"unreadable NIfTI header: {exc}") from exc
+    if sizeof_hdr != raw_hdr.sizeof_hdr:  # nibabel tolerates a wrong value; the format does not
+        raise NiftiError(path, f"corrupt NIfTI header: sizeof_hdr is {sizeof_hdr}, must be {raw_hdr.sizeof_hdr}")
     if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
-        raise NiftiError(path, f"zero, negative or non-finite voxel spacing (pixdim) {tuple(zooms)}")
+        raise NiftiError(path, f"zero, negative or non-finite voxel spacing (pixdim) {tuple(zooms.tolist())}")
     if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(img.affine[:3, :3])) < 1e-12:
         raise NiftiError(path, "singular or non-finite affine")
 
@@ -602,10 +670,21 @@ def write_nifti(
     spacing_mm : (dz, dy, dx) in mm, or None to use the CTVolume's spacing.
     path : target ``.nii`` or ``.nii.gz``
 
+    Voxel types: bool is stored as uint8, 64-bit integers as int32 (NIfTI
+    tools rarely read 64-bit integers; values beyond int32 are an error),
+    float16 as float32; other numeric types as they are.
+
     Returns
     -------
     Path of the written file. :func:`read_nifti` reads it back to the same
     array and spacing.
+
+    Raises
+    ------
+    NiftiError
+        Naming ``path``: not 3D, missing or invalid spacing, a suffix other
+        than ``.nii``/``.nii.gz``, an unsupported voxel type, or a failed
+        write. Nothing is left at ``path`` (nor a temporary file beside it).
     """
     import nibabel as nib
 
@@ -617,33 +696,61 @@ def write_nifti(
     else:
         arr, origin, direction = np.asarray(volume_or_array), (0.0, 0.0, 0.0), np.eye(3)
         if spacing_mm is None:
-            raise ValueError("spacing_mm is required for a plain array")
+            raise NiftiError(path, "spacing_mm is required for a plain array")
         spacing = spacing_mm
     if arr.ndim != 3:
-        raise InputError(path, f"write_nifti needs a 3D (z, y, x) array, got shape {arr.shape}")
-    sp = np.asarray(spacing, dtype=float)
+        raise NiftiError(path, f"write_nifti needs a 3D (z, y, x) array, got shape {arr.shape}")
+    try:
+        sp = np.asarray(spacing, dtype=float)
+    except (TypeError, ValueError):
+        raise NiftiError(path, f"invalid spacing {spacing!r} for NIfTI output") from None
     if sp.shape != (3,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
-        raise InputError(path, f"invalid spacing {tuple(sp)} for NIfTI output")
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    affine = _affine_from_volume(sp, origin, direction)
-    img = nib.Nifti1Image(np.transpose(arr, (2, 1, 0)), affine)
-    img.header.set_qform(affine, code=1)
-    img.header.set_sform(affine, code=1)
+        raise NiftiError(path, f"invalid spacing {tuple(sp.tolist())} for NIfTI output")
     name = path.name
     suffix = ".nii.gz" if name.endswith(".nii.gz") else ".nii"
     if not (name.endswith(".nii") or name.endswith(".nii.gz")):
-        raise InputError(path, "NIfTI output must end with .nii or .nii.gz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=path.parent)
+        raise NiftiError(path, "NIfTI output must end with .nii or .nii.gz")
+    arr = _nifti_storable(arr, path)
+    affine = _affine_from_volume(sp, origin, direction)
+    try:
+        img = nib.Nifti1Image(np.transpose(arr, (2, 1, 0)), affine)
+    except Exception as exc:  # nibabel's HeaderDataError for types NIfTI-1 cannot hold
+        raise NiftiError(path, f"unsupported voxel type {arr.dtype} for NIfTI output: {exc}") from exc
+    img.header.set_qform(affine, code=1)
+    img.header.set_sform(affine, code=1)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=path.parent)
+    except OSError as exc:
+        raise NiftiError(path, f"cannot write here: {exc}") from exc
     os.close(fd)
     try:
         nib.save(img, tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, Exception):  # disk full, nibabel errors, ...
+            raise NiftiError(path, f"cannot write NIfTI: {exc}") from exc
         raise
     return path
+
+
+def _nifti_storable(arr: np.ndarray, path: Path) -> np.ndarray:
+    """``arr`` in a voxel type NIfTI-1 stores (see :func:`write_nifti`), or NiftiError."""
+    kind = arr.dtype.kind
+    if arr.dtype == bool:
+        return arr.astype(np.uint8)
+    if kind in "iu" and arr.dtype.itemsize == 8:
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        info = np.iinfo(np.int32)
+        if lo < info.min or hi > info.max:
+            raise NiftiError(path, f"{arr.dtype} values {lo}..{hi} do not fit int32 for NIfTI output")
+        return arr.astype(np.int32)
+    if arr.dtype == np.float16:
+        return arr.astype(np.float32)
+    if kind not in "iufc":
+        raise NiftiError(path, f"unsupported voxel type {arr.dtype} for NIfTI output")
+    return arr
 
 
 # ------------------------------------------------------------------- PNG stacks

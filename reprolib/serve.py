@@ -57,10 +57,15 @@ class UploadRejected(Exception):
 
 
 _NIFTI_MAGICS = (b"n+1\x00", b"ni1\x00")
+_NIFTI2_MAGICS = (b"n+2\x00\r\n\x1a\n", b"ni2\x00\r\n\x1a\n")
 
 
 def sniff(head: bytes) -> str:
-    """File type from the first bytes: ``png``, ``jpeg``, ``gzip``, ``zip``, ``nifti`` or ``unknown``."""
+    """File type from the first bytes: ``png``, ``jpeg``, ``gzip``, ``zip``, ``nifti`` or ``unknown``.
+
+    ``nifti`` is NIfTI-1 (``sizeof_hdr`` 348, magic at byte 344) or NIfTI-2 (``sizeof_hdr``
+    540, magic at byte 4), in either byte order.
+    """
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if head[:3] == b"\xff\xd8\xff":
@@ -71,6 +76,9 @@ def sniff(head: bytes) -> str:
         return "zip"
     if len(head) >= 348 and head[344:348] in _NIFTI_MAGICS and (
             int.from_bytes(head[:4], "little") == 348 or int.from_bytes(head[:4], "big") == 348):
+        return "nifti"
+    if head[4:12] in _NIFTI2_MAGICS and 540 in (int.from_bytes(head[:4], "little"),
+                                                int.from_bytes(head[:4], "big")):
         return "nifti"
     return "unknown"
 
@@ -294,7 +302,7 @@ def create_app(cxr: tuple[Any, Any] | None = None, ct: tuple[Any, Any, Any] | No
                     raise UploadRejected(413, f"upload exceeds the limit of {limits.max_upload_bytes} bytes")
                 fh.write(block)
         if total == 0:
-            raise UploadRejected(400, f"empty upload: {name!r}")
+            raise UploadRejected(400, "empty upload (0 bytes)")
         with open(path, "rb") as fh:
             kind = sniff(fh.read(352))
         return path, kind
@@ -303,19 +311,24 @@ def create_app(cxr: tuple[Any, Any] | None = None, ct: tuple[Any, Any, Any] | No
     async def _received(upload: UploadFile, model: Any, missing: str):
         """The upload saved in a fresh temporary folder: ``(name, folder, path, sniffed kind)``.
 
-        503 when ``model`` is None; a package error raised inside becomes a 422 that names the
-        upload (not the temporary path); the folder is removed whatever happens.
+        503 when ``model`` is None; a package error raised inside becomes a 422, and every
+        refusal (:class:`UploadRejected`) a message that starts with the upload's name (never
+        the temporary path); the folder is removed whatever happens.
         """
         if model is None:
             raise UploadRejected(503, missing)
-        name = Path(upload.filename or "upload").name
+        name = Path((upload.filename or "upload").replace("\\", "/")).name or "upload"
         with tempfile.TemporaryDirectory(prefix="repro-upload-", dir=app.state.tmp_root) as tmp:
             tmp_path = Path(tmp)
-            path, kind = await _save(upload, tmp_path)
             try:
+                path, kind = await _save(upload, tmp_path)
                 yield name, tmp_path, path, kind
             except ReproError as exc:
                 raise UploadRejected(422, f"{name}: {str(exc).replace(str(tmp_path) + '/', '')}") from None
+            except UploadRejected as exc:
+                if exc.message.startswith(f"{name}:"):
+                    raise
+                raise UploadRejected(exc.status, f"{name}: {exc.message}") from None
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:

@@ -108,3 +108,23 @@ def tiny_build(tmp_path_factory):
     Image.fromarray(np.asarray(img)).save(inputs / "cxr.png")
     Image.fromarray(np.asarray(img)).convert("L").save(inputs / "cxr.jpg", quality=90)
     return {"base": base, "work": work, "results": results, "inputs": inputs, "unet_val_dice": h.val_dice}
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """After a run that included tests/test_corpus.py: the hostile-input cases per category."""
+    counts: dict[str, int] = {}
+    failed = 0
+    for key in ("passed", "failed"):
+        for rep in terminalreporter.stats.get(key, []):
+            if getattr(rep, "when", None) != "call":
+                continue
+            cat = dict(getattr(rep, "user_properties", ())).get("corpus_category")
+            if cat is not None:
+                counts[cat] = counts.get(cat, 0) + 1
+                failed += key == "failed"
+    if counts:
+        order = ("dicom", "nifti", "image", "manifest/config", "upload")
+        parts = ", ".join(f"{c} {counts.get(c, 0)}" for c in order)
+        line = f"hostile-input corpus: {sum(counts.values())} cases ({parts})"
+        terminalreporter.write_line(line + (f"; {failed} failed" if failed else ""))
+
