@@ -236,6 +236,32 @@ def test_lung_qc_flags():
     assert "touches the in-plane image border" in " ".join(lung_qc(leak, sp, volume_ml=(0, 1e9))["reasons"])
 
 
+def test_lung_qc_with_slice_weights_equals_qc_of_the_repeated_mask():
+    """QC computed on a native mask with slice weights = QC of its order-0 z upsampling."""
+    from reprolib.preprocess import _pseudo_label, nearest_slice_index
+
+    rng = np.random.default_rng(2)
+    hu, _ = lung_phantom()
+    mask, counts = _pseudo_label(hu)
+    np.testing.assert_array_equal(mask, lung_pseudo_label(hu))
+    assert counts.shape == (hu.shape[0], 1) and counts.sum() == mask.sum()
+    blobs = (rng.random((13, 40, 44)) > 0.8).astype(np.uint8)  # many components, some 1 voxel
+    for m, known in ((mask, counts), (blobs, None)):
+        for t0 in (m.shape[0], m.shape[0] + 1, 2 * m.shape[0] + 3):
+            idx = nearest_slice_index(m.shape[0], t0)
+            w = np.bincount(idx, minlength=m.shape[0])
+            sp = (1.0, 0.7, 0.7)
+            ref = lung_qc(m[idx], sp, volume_ml=(0, 1e9), min_component_ml=0.0012)
+            got = lung_qc(m, sp, volume_ml=(0, 1e9), min_component_ml=0.0012, slice_weights=w)
+            assert got == ref
+            if known is not None:
+                fast = lung_qc(m, sp, volume_ml=(0, 1e9), min_component_ml=0.0012, slice_weights=w,
+                               component_voxels=known.T @ w)
+                assert fast == ref
+    with pytest.raises(ValueError, match="slice_weights"):
+        lung_qc(mask, (1, 1, 1), slice_weights=np.zeros(mask.shape[0], int))
+
+
 # ------------------------------------------------------------- crop & resize
 
 

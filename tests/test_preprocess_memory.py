@@ -209,3 +209,50 @@ def test_every_step_within_three_copies():
     assert max(copies.values()) <= TARGET_COPIES, copies
     # the whole call holds the 1 mm CT and mask beside the largest step: about 3 copies of 1 mm
     assert tr.peak_bytes / copy_bytes(res["ct_u8"].shape) <= 4.0
+
+
+def test_nearest_slice_index_is_scipys_order0_rule():
+    """The slice gather of order-0 resampling picks what ndimage.zoom picks, for every size tried."""
+    rng = np.random.default_rng(5)
+    for s in list(range(2, 48)) + [97, 300, 301]:
+        for factor in (0.3, 0.5, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.75, 5.0):
+            t0 = int(round(s * factor))
+            if t0 < 2:
+                continue
+            m = rng.integers(0, 2, (s, 2, 3)).astype(np.uint8)
+            np.testing.assert_array_equal(m[pp.nearest_slice_index(s, t0)], ref_resample_mask_z(m, t0 / s),
+                                          err_msg=f"{s} -> {t0} slices")
+            if t0 >= s:
+                assert set(pp.nearest_slice_index(s, t0)) == set(range(s))
+
+
+def test_1024_slices_are_processed_within_the_stated_bound():
+    """A 1024-slice volume: the traced peak stays below the estimate the budget check uses."""
+    hu = synthetic_chest(1024, 96)
+    vol = CTVolume(hu=hu, spacing_mm=(1.0, 2.8, 2.8))
+    with MemoryTrace() as tr:
+        res = pp.preprocess_ct(vol, qc_lung_volume_ml=(0, 1e9))
+    est = pp.memory_estimate(hu.shape, res["ct_u8"].shape)
+    budget, _ = pp.memory_budget()
+    print(f"1024×96×96: traced peak {tr.peak_bytes / 1e6:.0f} MB, estimate {est / 1e6:.0f} MB, "
+          f"budget {budget / 1e9:.1f} GB")
+    assert res["ct_u8"].shape == (1024, 96, 96) and res["lung_mask"].any()
+    assert tr.peak_bytes <= est <= budget
+
+
+def test_too_large_a_volume_is_refused_before_allocating(monkeypatch):
+    from reprolib.errors import ResourceLimitError
+
+    huge = np.broadcast_to(np.int16(-1000), (1024, 4096, 4096))  # 32 GiB, never materialised
+    vol = CTVolume(hu=huge, spacing_mm=(1.25, 0.2, 0.2), source="huge.nii.gz")
+    monkeypatch.setenv("REPRO_MEMORY_BUDGET_GB", "8")
+    with pytest.raises(ResourceLimitError, match=r"huge\.nii\.gz: preprocessing 1024×4096×4096 voxels .* "
+                                                 r"memory budget of 8\.0 GB \(REPRO_MEMORY_BUDGET_GB=8\)"):
+        pp.preprocess_ct(vol)
+    small = CTVolume(hu=np.zeros((40, 64, 64), np.int16), spacing_mm=(1.0, 1.0, 1.0), source="small")
+    monkeypatch.setenv("REPRO_MEMORY_BUDGET_GB", "0.0001")
+    with pytest.raises(ResourceLimitError, match="small: .* needs about"):
+        pp.preprocess_ct(small)
+    monkeypatch.setenv("REPRO_MEMORY_BUDGET_GB", "lots")
+    with pytest.raises(ResourceLimitError, match="must be a number"):
+        pp.preprocess_ct(small)
