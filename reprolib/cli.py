@@ -7,6 +7,7 @@
     repro predict ct PATH | repro predict cxr IMAGE  [--profile P] [--out DIR]
     repro serve [--profile P] [--host 127.0.0.1] [--port 8000]
     repro retrain cxr --new-data DIR [--holdout DIR] [--profile P]
+    repro train decovnet|clf2d --cohort NPZ --out DIR [--fold K]   (also under torchrun)
 
 Paths come from arguments or the environment (``REPRO_DATA_DIR``,
 ``REPRO_DATA_MIRROR``, ``REPRO_WORK_DIR``, ``REPRO_RESULTS_DIR``).
@@ -80,7 +81,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--tolerance", type=float, default=0.0, help="allowed loss of macro F1 / COVID recall")
     p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("train", help="train DeCoVNet or 2DClfNet on a saved classifier cohort "
+                                     "(single process, or data-parallel under torchrun)")
+    p.add_argument("kind", choices=("decovnet", "clf2d"))
+    p.add_argument("--cohort", type=Path, required=True,
+                   help="classifier cohort .npz written by notebook 04 (<work>/classifier_cohort.npz)")
+    p.add_argument("--out", type=Path, required=True, help="folder for last.pt, best.pt and history.json")
+    p.add_argument("--fold", default="all", help="train on fold K's training cases and validate on its "
+                                                 "held-out ones, or 'all' (every case, no validation)")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: official 1e-5)")
+    p.add_argument("--batch", type=int, default=1, help="volumes per optimiser step over all ranks")
+    p.add_argument("--micro-batch", type=int, default=1, help="volumes per forward pass (default 1)")
+    p.add_argument("--augment", default="official", choices=("official", "seed", "none"))
+    p.add_argument("--fc-init", default="official", choices=("official", "pytorch"))
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (under torchrun: this rank's GPU)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--validate-every", type=int, default=2)
+    p.add_argument("--no-progress", action="store_true")
+
     return parser
+
+
+def _cmd_train(args) -> int:
+    from . import cohort, models, train
+    from .errors import ConfigError
+
+    ctx = train.init_distributed(args.device)
+    items, _, folds = cohort.load_classifier_cohort(args.cohort)
+    if args.fold == "all":
+        tr, te = list(range(len(items))), []
+    else:
+        k = int(args.fold) if str(args.fold).isdigit() else -1
+        if not 0 <= k < len(folds):
+            raise ConfigError(args.cohort, f"fold {args.fold!r} not in this cohort (folds 0..{len(folds) - 1} or 'all')")
+        tr, te = (list(map(int, f)) for f in folds[k])
+    hw = tuple(int(v) for v in items[0][0].shape[-2:])
+    train.seed_everything(args.seed)
+    if args.kind == "decovnet":
+        net = models.DeCoVNet(proclf_grids=models.proclf_grids_for(hw), fc_init=args.fc_init)
+    else:
+        net = models.Clf2DNet(fc_init=args.fc_init)
+    cfg = train.TrainConfig(epochs=args.epochs, lr=args.lr, batch=args.batch, micro_batch=args.micro_batch,
+                            augment=args.augment, seed=args.seed, device=args.device,
+                            validate_every=args.validate_every, checkpoint_dir=args.out,
+                            progress=not args.no_progress and ctx.is_main)
+    val = train.VolumeDataset([items[i] for i in te]) if te else None
+    hist = train.fit(net, train.VolumeDataset([items[i] for i in tr]), val, cfg)
+    if ctx.is_main:
+        from .files import atomic_write_text
+
+        doc = {"kind": args.kind, "cohort": str(args.cohort), "fold": args.fold, "world_size": ctx.world,
+               "config": cfg.to_dict(), "history": hist.to_dict()}
+        atomic_write_text(args.out / "history.json", json.dumps(doc, indent=1, default=str) + "\n")
+        print(json.dumps({"world_size": ctx.world, "epochs": hist.epoch[-1:] or [0],
+                          "train_loss": hist.train_loss[-1:], "val_auc": hist.val_auc[-1:],
+                          "last": hist.last_path, "best": hist.best_path}, default=str))
+    return 0
 
 
 def _cmd_predict(args) -> int:
@@ -180,7 +237,7 @@ def _cmd_data(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"run": _cmd_run, "book": _cmd_book, "data": _cmd_data, "predict": _cmd_predict,
-                "serve": _cmd_serve, "retrain": _cmd_retrain}
+                "serve": _cmd_serve, "retrain": _cmd_retrain, "train": _cmd_train}
     try:
         return handlers[args.command](args)
     except ReproError as exc:

@@ -15,19 +15,41 @@ Contents
 * :func:`fit` (whole-volume classifiers), :func:`fit_unet` (2D U-Net on slabs of
   slices), both resumable from ``checkpoint_dir/last.pt`` with bitwise-identical
   results on CPU, returning a :class:`History`.
+* Data-parallel training under ``torchrun`` (:func:`init_distributed`,
+  :func:`dist_context`): when a process group is initialised, both fits wrap the
+  model in ``DistributedDataParallel`` (gloo on CPU, NCCL on GPUs) and a
+  ``DistributedSampler`` gives every rank its share of each *global* batch.
 * :func:`predict_volumes`, :func:`segment_volume`.
 * :func:`save_checkpoint`, :func:`load_checkpoint` — plain tensors + JSON metadata,
   sha256 sidecar, atomic writes, ``torch.load(weights_only=True)``.
 
 Randomness
 ----------
-Shuffling, oversampling and augmentation draws do not consume a global stream: each
-is derived from ``(cfg.seed, epoch, step)`` (:func:`step_generator`), so a resumed
-run draws exactly what an uninterrupted run would. Global Python / NumPy / torch
-states (dropout, user code) are seeded from ``cfg.seed`` and saved in ``last.pt``.
+Shuffling, oversampling and augmentation draws do not consume a global stream: the
+epoch order comes from ``(cfg.seed, epoch)`` and each item's draws from
+``(cfg.seed, epoch, position in the epoch order)`` (:func:`step_generator`), so a
+resumed run draws exactly what an uninterrupted run would, and an item is augmented
+the same way whichever rank or micro-batch processes it. Global Python / NumPy /
+torch states (dropout, user code) are seeded from ``cfg.seed`` and saved in ``last.pt``.
+
+Batches, micro-batches and ranks
+--------------------------------
+``cfg.batch`` volumes make one optimiser step (the *global* batch). They go through
+the network ``cfg.micro_batch`` at a time (gradient accumulation; default: all at
+once), so volumes of different depth T can share a step with ``micro_batch=1``.
+Under DDP with ``W`` ranks a ``DistributedSampler`` gives each rank ``batch / W`` of
+them (positions ``rank, rank + W, ...`` of the step) and DDP averages the gradients.
+BatchNorm normalises each micro-batch with its own statistics; after every step the
+ranks' running-statistics updates are composed as one process applying rank 0's,
+then rank 1's, ... micro-batches would have (:func:`_merged_batchnorm`), so all
+ranks hold identical weights and buffers. With ``micro_batch = 1`` the gradients
+equal those of a single-process run with the same ``batch`` (up to summation
+order); with ``batch = W`` as well (one volume per rank and step, the official
+batch of one per forward pass) the running statistics are equal too.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -43,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ChecksumError, ConfigError, InputError, VolumeError
+from .errors import ChecksumError, ConfigError, InputError, ReproError, VolumeError
 from .files import atomic_write, sha256_file as file_sha256  # noqa: F401  (file_sha256 is public API)
 
 __all__ = [
@@ -67,11 +89,16 @@ __all__ = [
     "class_weights",
     "fit",
     "fit_unet",
+    "DistContext",
+    "dist_context",
+    "init_distributed",
+    "check_replicas",
     "predict_volumes",
     "segment_volume",
     "binary_auc",
     "save_checkpoint",
     "read_sha256_sidecar",
+    "sidecar_digests",
     "load_checkpoint",
     "file_sha256",
 ]
@@ -84,7 +111,7 @@ CHECKPOINT_FORMAT = "covid-repro-checkpoint/1"
 _BALANCE = ("oversample", "weighted_ce", "none")
 _AUGMENT = ("official", "seed", "none")
 # Keys of TrainConfig that must match when resuming from last.pt.
-_RESUME_MUST_MATCH = ("lr", "weight_decay", "batch", "balance", "augment", "seed")
+_RESUME_MUST_MATCH = ("lr", "weight_decay", "batch", "micro_batch", "balance", "augment", "seed")
 
 
 # --------------------------------------------------------------------------- config
@@ -104,7 +131,11 @@ class TrainConfig:
     weight_decay : float
         Adam weight decay (0).
     batch : int
-        Volumes per step (1: T differs between volumes; >1 needs equal shapes).
+        Volumes per optimiser step, over all ranks (official: 1).
+    micro_batch : int or None
+        Volumes per forward pass within a step (gradient accumulation); ``None`` = the
+        whole (per-rank) batch, which needs equal shapes. ``1`` lets volumes of
+        different depth share a step.
     balance : str
         ``"oversample"`` (minority class topped up to parity with random duplicates
         before each epoch), ``"weighted_ce"`` (inverse-frequency class weights) or
@@ -132,6 +163,7 @@ class TrainConfig:
     lr: float | None = None
     weight_decay: float = 0.0
     batch: int = 1
+    micro_batch: int | None = None
     balance: str = "oversample"
     augment: str = "official"
     seed: int = 0
@@ -150,6 +182,8 @@ class TrainConfig:
         if int(self.epochs) < 0 or int(self.batch) < 1 or int(self.validate_every) < 1:
             raise ConfigError(None, f"need epochs >= 0, batch >= 1, validate_every >= 1; got "
                                     f"{self.epochs}, {self.batch}, {self.validate_every}")
+        if self.micro_batch is not None and int(self.micro_batch) < 1:
+            raise ConfigError(None, f"micro_batch must be >= 1 or None, got {self.micro_batch!r}")
         if self.lr is not None and not (self.lr > 0):
             raise ConfigError(None, f"lr must be positive, got {self.lr!r}")
 
@@ -704,7 +738,9 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     ``format``, ``model`` (state dict, CPU tensors), ``optimizer`` (state dict or
     None), ``epoch``, ``metadata_json`` (JSON string: ``metadata`` plus ``epoch``,
     ``torch`` version and ``git`` state) and ``tensors`` (extra tensors, e.g. RNG
-    states). The sidecar reads ``<hex>  <file name>`` (``sha256sum`` format).
+    states). The sidecar reads ``<hex>  <file name>`` (``sha256sum`` format). File and
+    sidecar are replaced so that an interruption at any point leaves a file the sidecar
+    names (:func:`_commit_with_sidecar`): a killed run resumes from a verified checkpoint.
 
     Returns
     -------
@@ -727,11 +763,43 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
         "metadata_json": meta_json,
         "tensors": {k: v.detach().cpu() for k, v in (tensors or {}).items()},
     }
-    atomic_write(path, lambda f: torch.save(payload, f))
-    digest = file_sha256(path)
+    _commit_with_sidecar(path, lambda f: torch.save(payload, f))
+    return file_sha256(path)
+
+
+def _commit_with_sidecar(path: Path, write: Callable[[Any], object]) -> None:
+    """Replace ``path`` and its ``.sha256`` sidecar so that a kill at any moment leaves a
+    file that matches a digest of its sidecar.
+
+    The new file is written complete under a temporary name; the sidecar first lists the
+    new digest *and* the current file's; then the file is moved into place; then the
+    sidecar keeps the new digest only. Every write is atomic, so at each point in between
+    the file on disk is one the sidecar names."""
     side = Path(f"{path}.sha256")
-    atomic_write(side, lambda f: f.write(f"{digest}  {path.name}\n".encode()))
-    return digest
+    tmp = path.with_name(f".{path.name}.new")
+    atomic_write(tmp, write)
+    new = file_sha256(tmp)
+    old = []
+    if path.is_file() and side.is_file():  # the current file's digest, if its sidecar vouches for it
+        current = file_sha256(path)
+        old = [current] if current in sidecar_digests(path) else []
+    if old and old != [new]:
+        atomic_write(side, lambda f: f.write("".join(f"{d}  {path.name}\n" for d in [new, *old]).encode()))
+    os.replace(tmp, path)
+    atomic_write(side, lambda f: f.write(f"{new}  {path.name}\n".encode()))
+
+
+def sidecar_digests(path: str | os.PathLike) -> list[str]:
+    """Every digest ``<path>.sha256`` lists (one; two only while :func:`save_checkpoint` replaces
+    the file). Raises :class:`InputError` naming the file when the sidecar is missing or empty."""
+    path = Path(path)
+    side = Path(f"{path}.sha256")
+    if not side.is_file():
+        raise InputError(path, f"no checksum: sidecar {side.name} missing (rerun the step that wrote it)")
+    digests = [line.split()[0].lower() for line in side.read_text().splitlines() if line.strip()]
+    if not digests:
+        raise InputError(side, "empty sha256 sidecar")
+    return digests
 
 
 def _to_cpu(obj: Any) -> Any:
@@ -749,14 +817,7 @@ def read_sha256_sidecar(path: str | os.PathLike) -> str:
 
     Raises :class:`InputError` naming the file when the sidecar is missing or empty.
     """
-    path = Path(path)
-    side = Path(f"{path}.sha256")
-    if not side.is_file():
-        raise InputError(path, f"no checksum: sidecar {side.name} missing (rerun the step that wrote it)")
-    text = side.read_text().split()
-    if not text:
-        raise InputError(side, "empty sha256 sidecar")
-    return text[0]
+    return sidecar_digests(path)[0]
 
 
 def load_checkpoint(path: str | os.PathLike, expected_sha256: str | None = None, model: nn.Module | None = None,
@@ -765,7 +826,8 @@ def load_checkpoint(path: str | os.PathLike, expected_sha256: str | None = None,
     """Verify and load a checkpoint written by :func:`save_checkpoint`.
 
     The SHA-256 is checked against ``expected_sha256`` or else the ``.sha256``
-    sidecar (``verify=False`` skips the check). Loading uses
+    sidecar (any digest it lists: see :func:`save_checkpoint`; ``verify=False`` skips the
+    check). Loading uses
     ``torch.load(map_location="cpu", weights_only=True)``: no arbitrary unpickling.
 
     Returns
@@ -786,10 +848,9 @@ def load_checkpoint(path: str | os.PathLike, expected_sha256: str | None = None,
         raise InputError(path, "checkpoint not found")
     digest = file_sha256(path)
     if verify:
-        if expected_sha256 is None:
-            expected_sha256 = read_sha256_sidecar(path)
-        if digest.lower() != expected_sha256.strip().lower():
-            raise ChecksumError(path, expected_sha256, digest)
+        accepted = [expected_sha256.strip().lower()] if expected_sha256 is not None else sidecar_digests(path)
+        if digest.lower() not in accepted:
+            raise ChecksumError(path, " or ".join(accepted), digest)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -813,13 +874,210 @@ def load_checkpoint(path: str | os.PathLike, expected_sha256: str | None = None,
             "metadata": meta, "tensors": payload.get("tensors", {}), "sha256": digest}
 
 
-# ------------------------------------------------------------------ engine helpers
+# ------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands in a data-parallel run (``world == 1``: not distributed)."""
+
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_context() -> DistContext:
+    """The current process group's size and this process's rank (``DistContext()`` without one)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return DistContext(dist.get_world_size(), dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)))
+    return DistContext()
+
+
+def init_distributed(device: str = "auto", backend: str | None = None) -> DistContext:
+    """Join the process group that ``torchrun`` describes in the environment.
+
+    Reads ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
+    without ``WORLD_SIZE`` > 1 (a plain ``python`` run) nothing happens. The backend is
+    NCCL when the run uses CUDA (``device`` ``"cuda"``, or ``"auto"`` with a GPU),
+    gloo otherwise; on CUDA each process is pinned to GPU ``LOCAL_RANK``.
+    """
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    if not dist.is_initialized():
+        use_cuda = (torch.cuda.is_available() and str(device) in ("auto", "cuda")) or str(device).startswith("cuda:")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if use_cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"))
+    return dist_context()
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"`` = CUDA when available; under DDP a bare ``"cuda"`` means this rank's GPU."""
     if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    ctx = dist_context()
+    if dev.type == "cuda" and dev.index is None and ctx.active:
+        dev = torch.device("cuda", ctx.local_rank)
+    return dev
+
+
+def _wrap_ddp(model: nn.Module, dev: torch.device, ctx: DistContext) -> nn.Module:
+    """``DistributedDataParallel(model)`` under a process group, else ``model`` itself.
+
+    Buffers are not broadcast at every forward pass: the ranks' BatchNorm running
+    statistics are merged after each step instead (:func:`_merged_batchnorm`).
+    """
+    if not ctx.active:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [dev.index if dev.index is not None else ctx.local_rank] if dev.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+
+
+@contextlib.contextmanager
+def _merged_batchnorm(model: nn.Module | None, ctx: DistContext):
+    """Merge the BatchNorm running-statistics updates of all ranks over one step.
+
+    Each rank updates its running statistics with its own micro-batches (EMA with
+    momentum m: ``r ← (1 − m)·r + m·batch_stat``). The update of rank q over its
+    n_q micro-batches is affine, ``r0 → (1 − m)^n_q·r0 + c_q``; composing them in rank
+    order gives every rank the statistics one process would have after running rank
+    0's micro-batches, then rank 1's, ... Exactly a single-process run when every rank
+    makes one forward pass per step (``batch = W × micro_batch``). ``momentum=None``
+    (cumulative average) falls back to the mean over ranks.
+    """
+    mods = [] if model is None or not ctx.active else [
+        m for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_mean is not None]
+    if not mods:
+        yield
+        return
+    import torch.distributed as dist
+
+    before = [(m.running_mean.clone(), m.running_var.clone(), int(m.num_batches_tracked)) for m in mods]
+    yield
+    with torch.no_grad():
+        parts, counts = [], []
+        for m, (mean0, var0, nbt0) in zip(mods, before):
+            n = int(m.num_batches_tracked) - nbt0
+            a = (1.0 - m.momentum) ** n if m.momentum is not None else 0.0
+            parts += [m.running_mean - a * mean0, m.running_var - a * var0]
+            counts.append(n)
+        flat = torch.cat([p.reshape(-1).double() for p in parts] + [torch.tensor(counts, dtype=torch.float64,
+                                                                                 device=parts[0].device)])
+        every = [torch.empty_like(flat) for _ in range(ctx.world)]
+        dist.all_gather(every, flat)
+        off = 0
+        sizes = [m.running_mean.numel() for m in mods]
+        n_all = [e[-len(mods):].round().long().tolist() for e in every]
+        for i, (m, (mean0, var0, nbt0)) in enumerate(zip(mods, before)):
+            k = sizes[i]
+            c_mean = [e[off:off + k] for e in every]
+            c_var = [e[off + k:off + 2 * k] for e in every]
+            off += 2 * k
+            ns = [n_all[q][i] for q in range(ctx.world)]
+            if m.momentum is None:
+                mean = sum(c_mean) / ctx.world  # a = 0 above: c_q is rank q's final statistic
+                var = sum(c_var) / ctx.world
+            else:
+                keep = 1.0 - m.momentum
+                mean, var, later = mean0.double() * keep ** sum(ns), var0.double() * keep ** sum(ns), 0
+                for q in reversed(range(ctx.world)):
+                    mean = mean + c_mean[q] * keep ** later
+                    var = var + c_var[q] * keep ** later
+                    later += ns[q]
+            m.running_mean.copy_(mean.to(m.running_mean.dtype))
+            m.running_var.copy_(var.to(m.running_var.dtype))
+            m.num_batches_tracked.fill_(nbt0 + sum(ns))
+
+
+def _all_sum(values: Sequence[float], ctx: DistContext, device: torch.device) -> list[float]:
+    """Element-wise sum of ``values`` over the ranks (identity without DDP)."""
+    if not ctx.active:
+        return [float(v) for v in values]
+    import torch.distributed as dist
+
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.cpu().tolist()
+
+
+def _gather(obj: Any, ctx: DistContext) -> list[Any]:
+    """Every rank's ``obj``, in rank order (``[obj]`` without DDP)."""
+    if not ctx.active:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * ctx.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _barrier(ctx: DistContext) -> None:
+    if ctx.active:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _shard(n: int, ctx: DistContext, pad: bool = True) -> list[int]:
+    """Positions ``0..n-1`` this rank processes: ``DistributedSampler`` without shuffling,
+    i.e. ``rank, rank + W, ...`` (padded by repeating the first positions when ``pad``
+    and ``n`` is not a multiple of ``W``, so every rank takes the same number of steps)."""
+    if not ctx.active:
+        return list(range(n))
+    if not pad:
+        return list(range(ctx.rank, n, ctx.world))
+    from torch.utils.data import DistributedSampler
+
+    return list(DistributedSampler(range(n), num_replicas=ctx.world, rank=ctx.rank, shuffle=False))
+
+
+def check_replicas(model: nn.Module, ctx: DistContext | None = None) -> float:
+    """Largest |difference| between this rank's parameters and buffers and rank 0's (0.0 without DDP).
+
+    Raises :class:`ReproError` when the replicas differ: data-parallel ranks must end
+    a step with identical weights.
+    """
+    ctx = ctx or dist_context()
+    if not ctx.active:
+        return 0.0
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        flat = torch.cat([t.detach().reshape(-1).double().cpu() for t in
+                          list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]])
+    ref = flat.clone()
+    if next(model.parameters()).device.type == "cuda":
+        ref = ref.cuda()
+        dist.broadcast(ref, src=0)
+        ref = ref.cpu()
+    else:
+        dist.broadcast(ref, src=0)
+    diff = float((flat - ref).abs().max()) if flat.numel() else 0.0
+    worst = max(_gather(diff, ctx))
+    if worst != 0.0:
+        raise ReproError(f"data-parallel replicas diverged: max |weight difference| to rank 0 = {worst:.3e}")
+    return worst
+
+
+# ------------------------------------------------------------------ engine helpers
 
 
 class _GlobalState:
@@ -895,10 +1153,12 @@ class _Run:
     kind: str
     n_items: int
     labels: Sequence[int] | None
-    step: Callable[[list[int], torch.Generator], float]  # (indices, gen) -> loss (after optimizer step)
+    # [(item index, its generator), ...] of this rank -> mean loss over them (after the optimizer step)
+    step: Callable[[list[tuple[int, torch.Generator]]], float]
     validate: Callable[[], dict[str, float]] | None  # -> {"val_loss", "val_auc" | "val_miou", ...}
     select_key: str  # "val_auc" or "val_miou"
     lr: float
+    model: nn.Module | None = None  # the unwrapped model (BatchNorm statistics merged across ranks)
 
 
 def _check_resume(path: Path, saved: dict[str, Any], cfg: TrainConfig, kind: str, lr: float) -> None:
@@ -917,6 +1177,12 @@ def _check_resume(path: Path, saved: dict[str, Any], cfg: TrainConfig, kind: str
 def _train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, run: _Run) -> History:
     """Epoch loop shared by :func:`fit` and :func:`fit_unet`: shuffling, balancing,
     validation, best/last checkpoints and resumption."""
+    ctx = dist_context()
+    if cfg.batch % ctx.world:
+        raise ConfigError(None, f"batch={cfg.batch} (volumes per step over all ranks) must be a multiple of "
+                                f"the {ctx.world} data-parallel ranks")
+    local_batch = cfg.batch // ctx.world
+    show = cfg.progress and ctx.is_main
     ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir is not None else None
     last_path = ckpt_dir / "last.pt" if ckpt_dir else None
     best_path = ckpt_dir / "best.pt" if ckpt_dir else None
@@ -944,7 +1210,7 @@ def _train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainCo
         return {"kind": run.kind, "config": cfgd, "seed": cfg.seed, "history": history.to_dict(),
                 "epoch": epoch, **extra}
 
-    epochs = _progress(range(start, cfg.epochs), cfg.progress, desc=f"{run.kind} epochs",
+    epochs = _progress(range(start, cfg.epochs), show, desc=f"{run.kind} epochs",
                        initial=start, total=cfg.epochs)
     for epoch in epochs:
         t0 = time.perf_counter()
@@ -954,15 +1220,20 @@ def _train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainCo
         else:
             order = list(range(run.n_items))
         order = [order[i] for i in rng.permutation(len(order))]
-        batches = [order[i:i + cfg.batch] for i in range(0, len(order), cfg.batch)]
+        # This rank's positions in the epoch order (DistributedSampler; all of them without DDP):
+        # local batch k of every rank together form global batch k.
+        mine = _shard(len(order), ctx)
+        batches = [mine[i:i + local_batch] for i in range(0, len(mine), local_batch)]
         model.train()
         total, count = 0.0, 0
-        bar = _progress(batches, cfg.progress, desc=f"epoch {epoch + 1}", leave=False)
-        for step, idx in enumerate(bar):
-            loss = run.step(idx, step_generator(cfg.seed, epoch, step))
-            total += loss * len(idx)
-            count += len(idx)
-            if cfg.progress:
+        bar = _progress(batches, show, desc=f"epoch {epoch + 1}", leave=False)
+        for positions in bar:
+            with _merged_batchnorm(run.model, ctx):
+                loss = run.step([(order[p], step_generator(cfg.seed, epoch, p)) for p in positions])
+            loss_sum, n = _all_sum([loss * len(positions), len(positions)], ctx, _model_device(model))
+            total += loss_sum
+            count += int(n)
+            if show:
                 bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
         train_loss = total / max(count, 1)
         n_done = epoch + 1
@@ -980,26 +1251,52 @@ def _train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainCo
         if improved:
             best = score
             history.best_epoch = n_done
-        if cfg.progress:
+        if show:
             epochs.set_postfix(loss=f"{train_loss:.4f}", **{k: f"{v:.3f}" for k, v in val.items()})
-        if ckpt_dir is not None:
+        if improved and ckpt_dir is not None:
+            history.best_path = str(best_path)
+        if ckpt_dir is not None and ctx.is_main:
             best_json = None if best is None else [None if not math.isfinite(v) else v for v in best]
             if improved:
                 save_checkpoint(best_path, model, None, n_done,
                                 metadata(n_done, {"best_score": best_json, "select_key": run.select_key}))
-                history.best_path = str(best_path)
             tensors = {"torch_rng": torch.get_rng_state()}
             if torch.cuda.is_available():
                 tensors["cuda_rng"] = torch.cuda.get_rng_state()
             save_checkpoint(last_path, model, optimizer, n_done,
                             metadata(n_done, {"best_score": best_json, "rng": _rng_state(),
                                               "select_key": run.select_key}), tensors)
+        _barrier(ctx)  # no rank runs ahead of the checkpoint rank 0 is writing
     if ckpt_dir is not None and best_path.is_file():
         history.best_path = str(best_path)
+    if ctx.active:
+        check_replicas(model, ctx)
     return history
 
 
 # ---------------------------------------------------------------- whole-volume fit
+
+
+def _accumulate(net: nn.Module, items: list[Any], micro_batch: int | None,
+                forward_loss: Callable[[list[Any]], torch.Tensor]) -> float:
+    """Backpropagate the mean loss over ``items``, ``micro_batch`` items per forward pass.
+
+    Each micro-batch's mean loss is weighted by its share of ``items``, so the summed
+    gradient is that of the mean over all of them. Under DDP the gradient all-reduce
+    runs once, after the last micro-batch (``no_sync`` before it). Returns the mean loss.
+    """
+    size = len(items) if not micro_batch else int(micro_batch)
+    chunks = [items[i:i + size] for i in range(0, len(items), size)]
+    total = 0.0
+    for j, chunk in enumerate(chunks):
+        last = j == len(chunks) - 1
+        with (net.no_sync() if hasattr(net, "no_sync") and not last else contextlib.nullcontext()):
+            out = forward_loss(chunk)
+            if len(chunks) > 1:
+                out = out * (len(chunk) / len(items))
+            out.backward()
+        total += float(out.detach())
+    return total
 
 
 def _load_item(dataset: Any, i: int, gen: torch.Generator | None, augment: bool) -> tuple[torch.Tensor, int, str]:
@@ -1007,6 +1304,19 @@ def _load_item(dataset: Any, i: int, gen: torch.Generator | None, augment: bool)
         return dataset.load(i, gen, augment=augment)
     x, y, cid = dataset[i]
     return torch.as_tensor(x, dtype=torch.float32), int(y), str(cid)
+
+
+class _Subset:
+    """Items ``indices`` of a dataset, keeping its ``load`` (no augmentation is applied here)."""
+
+    def __init__(self, dataset: Any, indices: Sequence[int]):
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def load(self, i: int, gen: torch.Generator | None = None, augment: bool = False):
+        return _load_item(self.dataset, self.indices[i], gen, augment)
 
 
 def _dataset_labels(dataset: Any) -> list[int]:
@@ -1017,9 +1327,20 @@ def _dataset_labels(dataset: Any) -> list[int]:
 
 
 def _logits_over(model: nn.Module, dataset: Any, device: torch.device, bn_eval: bool,
-                 progress: bool = False) -> tuple[np.ndarray, torch.Tensor, list[str], np.ndarray]:
+                 progress: bool = False, ctx: DistContext | None = None
+                 ) -> tuple[np.ndarray, torch.Tensor, list[str], np.ndarray]:
     """Run ``model`` over every volume (no augmentation). Returns labels, logits
-    (N, K) float32 CPU, case ids, seconds per volume (forward pass incl. transfer)."""
+    (N, K) float32 CPU, case ids, seconds per volume (forward pass incl. transfer).
+
+    With an active ``ctx`` every rank runs its share (``rank, rank + W, ...``) and the
+    results are gathered back into dataset order on every rank."""
+    if ctx is not None and ctx.active:
+        mine = _shard(len(dataset), ctx, pad=False)
+        parts = _gather((mine, _logits_over(model, _Subset(dataset, mine), device, bn_eval, progress)), ctx)
+        inv = np.argsort([p for pos, _ in parts for p in pos], kind="stable")
+        ids = [c for _, r in parts for c in r[2]]
+        return (np.concatenate([r[0] for _, r in parts])[inv], torch.cat([r[1] for _, r in parts])[inv],
+                [ids[i] for i in inv], np.concatenate([r[3] for _, r in parts])[inv])
     was_training = model.training
     ys, outs, ids, secs = [], [], [], []
     with _BNSnapshot(model, active=not bn_eval), torch.inference_mode():
@@ -1109,27 +1430,32 @@ def fit(model: nn.Module, train_set: Any, val_set: Any | None, cfg: TrainConfig,
         model.to(dev)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
 
-        def step(idx: list[int], gen: torch.Generator) -> float:
-            xs, ys, ids = zip(*(_load_item(train_set, i, gen, augment=True) for i in idx))
+        ctx = dist_context()
+        net = _wrap_ddp(model, dev, ctx)
+
+        def forward_loss(chunk: list[tuple[int, torch.Generator]]) -> torch.Tensor:
+            xs, ys, ids = zip(*(_load_item(train_set, i, gen, augment=True) for i, gen in chunk))
             if len({tuple(x.shape) for x in xs}) > 1:
-                raise ConfigError(None, f"batch={cfg.batch} needs equal volume shapes; cases {list(ids)} have "
-                                        f"{[tuple(x.shape) for x in xs]}")
+                raise ConfigError(None, f"{len(xs)} volumes per forward pass need equal shapes; cases {list(ids)} "
+                                        f"have {[tuple(x.shape) for x in xs]} (set micro_batch=1)")
             x = torch.stack(xs).to(dev)
             y = torch.as_tensor(ys, dtype=torch.long, device=dev)
+            return loss_fn(net(x), y)
+
+        def step(items: list[tuple[int, torch.Generator]]) -> float:
             optimizer.zero_grad(set_to_none=True)
-            out = loss_fn(model(x), y)
-            out.backward()
+            loss = _accumulate(net, items, cfg.micro_batch, forward_loss)
             optimizer.step()
-            return float(out.detach())
+            return loss
 
         def validate() -> dict[str, float]:
-            y, logits, _, _ = _logits_over(model, val_set, dev, cfg.bn_eval)
+            y, logits, _, _ = _logits_over(model, val_set, dev, cfg.bn_eval, ctx=ctx)
             vloss = float(F.cross_entropy(logits, torch.as_tensor(y))) if len(y) else float("nan")
             p = torch.softmax(logits.double(), 1)[:, 1].numpy()
             return {"val_loss": vloss, "val_auc": binary_auc(y, p)}
 
         has_val = val_set is not None and len(val_set) > 0
-        run = _Run("classifier", len(labels), labels, step, validate if has_val else None, "val_auc", lr)
+        run = _Run("classifier", len(labels), labels, step, validate if has_val else None, "val_auc", lr, model)
         return _train_loop(model, optimizer, cfg, run)
 
 
@@ -1240,9 +1566,12 @@ def fit_unet(model: nn.Module, volumes: Sequence[Any], cfg: TrainConfig, slices_
         model.to(dev)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
 
-        def step(idx: list[int], gen: torch.Generator) -> float:
+        ctx = dist_context()
+        net = _wrap_ddp(model, dev, ctx)
+
+        def forward_loss(chunk: list[tuple[int, torch.Generator]]) -> torch.Tensor:
             xs, ts = [], []
-            for i in idx:
+            for i, gen in chunk:
                 ct, mask = _load_pair(volumes[i])
                 cand = _slab(ct.shape[0], slab)
                 k = min(int(slices_per_step), len(cand))
@@ -1252,12 +1581,13 @@ def fit_unet(model: nn.Module, volumes: Sequence[Any], cfg: TrainConfig, slices_
                     x = aug.apply(x.transpose(0, 1), aug.sample(gen)).transpose(0, 1)
                 xs.append(x)
                 ts.append(t)
-            x, t = torch.cat(xs), torch.cat(ts)
+            return ce(net(torch.cat(xs)), torch.cat(ts))
+
+        def step(items: list[tuple[int, torch.Generator]]) -> float:
             optimizer.zero_grad(set_to_none=True)
-            out = ce(model(x), t)
-            out.backward()
+            loss = _accumulate(net, items, cfg.micro_batch, forward_loss)
             optimizer.step()
-            return float(out.detach())
+            return loss
 
         def validate() -> dict[str, float]:
             was_training = model.training
@@ -1265,8 +1595,8 @@ def fit_unet(model: nn.Module, volumes: Sequence[Any], cfg: TrainConfig, slices_
             with _BNSnapshot(model, active=not cfg.bn_eval), torch.inference_mode():
                 _set_mode(model, cfg.bn_eval)
                 try:
-                    for src in val_volumes:
-                        ct, mask = _load_pair(src)
+                    for v in _shard(len(val_volumes), ctx, pad=False):  # every volume without DDP
+                        ct, mask = _load_pair(val_volumes[v])
                         z = _slab(ct.shape[0], val_slab or slab)
                         ws = _work_size(ct.shape[1:], size, downsample)
                         preds, targets, tot = [], [], 0.0
@@ -1283,13 +1613,15 @@ def fit_unet(model: nn.Module, volumes: Sequence[Any], cfg: TrainConfig, slices_
                         dices.append(dice)
                 finally:
                     model.train(was_training)
+            parts = _gather((losses, mious, dices), ctx)
+            losses, mious, dices = ([x for part in parts for x in part[k]] for k in range(3))
             return {"val_loss": float(np.mean(losses)), "val_miou": float(np.mean(mious)),
                     "val_dice": float(np.mean(dices))}
 
         has_val = bool(val_volumes)
         cfg_u = copy.copy(cfg)
         cfg_u.balance = "none"  # one step per volume; pseudo-masks have no class label
-        run = _Run("unet", len(volumes), None, step, validate if has_val else None, "val_miou", lr)
+        run = _Run("unet", len(volumes), None, step, validate if has_val else None, "val_miou", lr, model)
         return _train_loop(model, optimizer, cfg_u, run)
 
 

@@ -128,3 +128,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         line = f"hostile-input corpus: {sum(counts.values())} cases ({parts})"
         terminalreporter.write_line(line + (f"; {failed} failed" if failed else ""))
 
+
+@pytest.fixture(scope="session")
+def phantom_cohort(tmp_path_factory) -> Path:
+    """6 small phantom volumes (4 train, 2 held out, fold 0) saved as a classifier cohort (.npz)."""
+    import numpy as np
+
+    from reprolib import cohort
+
+    items, table = cohort.synthetic_classifier_cohort(6, seed=3, shape=(24, 64, 64), spacing_mm=(5.0, 2.8, 2.8),
+                                                      finding_scale=2.5, hw=(32, 48), z_step=2, progress=False,
+                                                      preprocess_params={"qc_lung_volume_ml": [1, 1e6]})
+    folds = [(np.arange(4), np.arange(4, 6))]
+    return cohort.save_classifier_cohort(tmp_path_factory.mktemp("cohort") / "c.npz", items, table, folds)

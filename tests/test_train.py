@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from reprolib import train
 from reprolib.errors import ChecksumError, ConfigError, InputError, VolumeError
 from reprolib.models import DeCoVNet, UNet2D
 from reprolib.train import (
@@ -394,3 +396,38 @@ def test_fit_unet_learns_threshold_toy(tmp_path):
     h2 = fit_unet(UNet2D(widths=(4, 4, 4, 4, 4)), vols[:1], cfg(epochs=1, lr=1e-2), slices_per_step=4,
                   downsample=2)
     assert math.isfinite(h2.train_loss[0])
+
+
+@pytest.mark.parametrize("die_at", ["two-digest sidecar", "file moved", "final sidecar"])
+def test_checkpoint_replacement_interrupted_at_any_step_stays_loadable(tmp_path, monkeypatch, die_at):
+    """A kill between the writes of save_checkpoint leaves a file that its sidecar names."""
+    net_a, net_b = nn.Linear(3, 2), nn.Linear(3, 2)
+    with torch.no_grad():
+        net_b.weight.add_(1.0)
+    path = tmp_path / "last.pt"
+    train.save_checkpoint(path, net_a, epoch=1)
+    real_write, real_replace = train.atomic_write, train.os.replace
+    calls = {"write": 0}
+
+    def write(p, fn):  # calls in save: 1 temp file, 2 two-digest sidecar, 3 final sidecar
+        calls["write"] += 1
+        if (die_at, calls["write"]) in (("two-digest sidecar", 2), ("final sidecar", 3)):
+            raise KeyboardInterrupt("killed")
+        return real_write(p, fn)
+
+    def replace(src, dst):
+        if die_at == "file moved" and Path(dst) == path:
+            raise KeyboardInterrupt("killed")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(train, "atomic_write", write)
+    monkeypatch.setattr(train.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        train.save_checkpoint(path, net_b, epoch=2)
+    monkeypatch.undo()
+    ck = train.load_checkpoint(path)  # verified against the sidecar
+    expect = 2 if die_at == "final sidecar" else 1
+    assert ck["epoch"] == expect
+    assert torch.equal(ck["model"]["weight"], (net_b if expect == 2 else net_a).weight.detach())
+    train.save_checkpoint(path, net_b, epoch=3)  # the next save cleans up: one digest again
+    assert len(train.sidecar_digests(path)) == 1 and train.load_checkpoint(path)["epoch"] == 3
