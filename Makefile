@@ -1,7 +1,8 @@
 # covid-repro: two commands for a fresh machine.
 #   make book   -> .venv, run every notebook for $(PROFILE) (default sample), build _build/html
-#   make test   -> .venv if needed, pytest
-#   make bench  -> benchmarks/ (preprocessing memory/time per step; inference eager vs fast; prints figures)
+#   make test   -> .venv if needed, pytest (make test-repeat: the synthetic profile twice, compared)
+#   make bench  -> repro bench (inference, preprocessing, pipeline, book rebuild: prints figures, writes
+#                  benchmarks/out/bench.json for the Performance chapter) + per-step preprocessing memory
 PROFILE ?= sample
 PYTHON  ?= python3
 VENV    := .venv
@@ -10,7 +11,7 @@ STAMP   := $(VENV)/.installed
 # torch/torchvision are pinned in pyproject.toml (torch==2.14.1, torchvision==0.29.1).
 PIP_FLAGS ?= --disable-pip-version-check -q
 
-.PHONY: venv book run html test bench clean distclean
+.PHONY: venv book run html test test-repeat bench clean distclean
 
 venv: $(STAMP)
 
@@ -32,10 +33,15 @@ book: run
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Repeatability (issue H): the synthetic profile twice from empty folders, every published value
+# compared (two full runs, about 12 minutes; CI runs it after `make test`).
+test-repeat: $(STAMP)
+	$(BIN)/python -m pytest -m repeat tests/test_pipeline.py $(PYTEST_ARGS)
+
 # Speed/memory targets are checked by benchmarks that print figures (not by timed tests).
 bench: $(STAMP)
+	$(BIN)/repro bench
 	$(BIN)/python benchmarks/bench_preprocess_memory.py
-	$(BIN)/python benchmarks/bench_inference.py
 
 clean:
 	rm -rf _build book/generated

@@ -93,8 +93,8 @@ hist = train.fit_unet(unet, list(trainv.npz), cfg, slices_per_step=S["slices_per
                       val_volumes=list(held.npz), size=size)
 nb.glue_timing("unet_train_seconds", time.perf_counter() - t0)
 best = train.load_checkpoint(hist.best_path, model=unet)
-sha = Path(hist.best_path + ".sha256").read_text().split()[0]
-nb.glue("unet_checkpoint_sha256", sha)
+sha = train.read_sha256_sidecar(hist.best_path)
+nb.glue("unet_checkpoint_sha256", sha, timing=True)  # run-specific: the file records paths and wall times
 book.atomic_write_text(work / "unet_checkpoint.json",  # read by notebook 04
                        json.dumps({"path": str(hist.best_path), "sha256": sha, "size": size}))
 nb.glue("unet_best_epoch", int(hist.best_epoch))

@@ -341,37 +341,12 @@ nb.glue_figure("our_curves", fig)
 # says how little such a sample can show.
 
 # %% [markdown]
-# ## Inference time on this machine
-
-# %%
-net.eval()
-threads = torch.get_num_threads()
-T = config.load_profile(profile)["timing"]["T"]
-x = torch.rand(1, 2, T, 224, 336)
-with torch.inference_mode():
-    t_med, t_all = provenance.median_time(lambda: net(x), repeats=3)
-nb.glue("timing_T", T)
-nb.glue_timing("seconds_forward", t_med)
-nb.glue("threads", threads)
-nb.glue_text("lp_seconds_forward", f"{t_med:.2f} s (CPU, {threads} threads, T = {T})")
-print(f"DeCoVNet forward at T={T}: median {t_med:.2f} s over {len(t_all)} runs, {threads} threads")
-# The whole per-volume network cost: the U-Net on T slices of 512×512 (batches of 8) plus DeCoVNet.
-unet_timed = models.UNet2D().eval()
-xs = torch.rand(8, 1, 512, 512)
-with torch.inference_mode():
-    t_unet8, _ = provenance.median_time(lambda: unet_timed(xs), repeats=2)
-nb.glue_timing("seconds_unet_volume", t_unet8 / 8 * T)
-nb.glue_timing("seconds_pipeline_volume", t_unet8 / 8 * T + t_med)
-nb.glue_text("lp_seconds_pipeline", f"{t_unet8 / 8 * T + t_med:.1f} s (CPU, {threads} threads, T = {T})")
-
-# %% [markdown]
-# One forward pass at T = {glue:text}`timing_T` takes {glue:text}`seconds_forward:.2f` s on this CPU with
-# {glue:text}`threads` threads (median of three). The paper reports {glue:text}`reported_seconds_per_ct_gpu`
-# s per CT on a GPU, presumably for the whole pipeline including preprocessing and the U-Net,
-# which costs far more than DeCoVNet itself: on this CPU the U-Net needs
-# {glue:text}`seconds_unet_volume:.1f` s for the same T slices at 512×512, so the two networks
-# together take {glue:text}`seconds_pipeline_volume:.1f` s per volume (median of two runs of a batch
-# of eight slices, scaled to T; preprocessing not included, see chapter 02).
+# ## Inference time
+#
+# How long DeCoVNet, the U-Net and the whole pipeline take on this machine — at T = 100, 200 and
+# 300 slices of the official 224×336 input, eager and with the fast inference variants, beside
+# the paper's {glue:text}`reported_seconds_per_ct_gpu` s per CT on a GPU — is measured by
+# `make bench` and shown in the [Performance](09_performance.ipynb) chapter.
 
 # %%
 nb.finish()

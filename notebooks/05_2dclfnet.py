@@ -47,30 +47,23 @@ T = config.load_profile(profile)["timing"]["T"]
 nb.glue("timing_T", T)
 shape = (1, 2, T, 224, 336)
 nets = {"DeCoVNet (3D)": models.DeCoVNet(), "2DClfNet (slice-wise)": models.Clf2DNet()}
-x = torch.rand(*shape)
 rows = []
 for name, net in nets.items():
-    net.eval()
-    with torch.inference_mode():
-        t_med, _ = provenance.median_time(lambda: net(x), repeats=3)
-        out = net(x)
     rows.append({"network": name, "parameters": models.count_parameters(net),
                  "GMAC": models.count_macs(net, shape) / 1e9,
-                 "seconds": t_med, "output": "×".join(map(str, out.shape))})
+                 "output": "×".join(map(str, models.output_shape(net, shape)))})
 compare = pd.DataFrame(rows).set_index("network")
 nb.glue("clf2d_params", int(compare.loc["2DClfNet (slice-wise)", "parameters"]))
 nb.glue("clf2d_gmac", round(float(compare.loc["2DClfNet (slice-wise)", "GMAC"]), 2))
 nb.glue("decov_gmac", round(float(compare.loc["DeCoVNet (3D)", "GMAC"]), 2))
-nb.glue_timing("clf2d_seconds", compare.loc["2DClfNet (slice-wise)", "seconds"])
-nb.glue("threads", torch.get_num_threads())
 nb.glue_table("arch_table", compare.round(3), record=False)
 compare.round(3)
 
 # %% [markdown]
 # ```{glue:figure} arch_table
 # :name: tbl-arch
-# Parameters, multiply–accumulates and CPU inference time (median of three, untrained weights)
-# of both networks for one volume of T slices at 224×336 (T below).
+# Parameters and multiply–accumulates of both networks for one volume of T slices at 224×336
+# (T below); their speed on this machine is in the [Performance](09_performance.ipynb) chapter.
 # ```
 #
 # 2DClfNet has {glue:text}`clf2d_params` parameters and costs {glue:text}`clf2d_gmac:.1f` GMAC per

@@ -120,17 +120,19 @@ class Notebook:
         self.record(key, value, timing=timing)
         return value
 
-    def glue_text(self, key: str, value: Any, fmt: str = "{:.3f}") -> str:
+    def glue_text(self, key: str, value: Any, fmt: str = "{:.3f}", timing: bool = False) -> str:
         """Glue ``value`` pre-formatted as a string (for tables on other pages) and record the raw value.
 
         ``None`` or NaN glues ``"not available"`` so that every key exists in every profile.
+        ``timing=True`` records it with the timings (a measured duration or speed: it differs
+        between runs, see :meth:`record`).
         """
         from myst_nb import glue
 
         missing = value is None or (isinstance(value, float) and not math.isfinite(value))
         text = "not available" if missing else (value if isinstance(value, str) else fmt.format(value))
         glue(key, text, display=False)
-        self.record(key, None if missing else value)
+        self.record(key, None if missing else value, timing=timing)
         return text
 
     def glue_timing(self, key: str, seconds: float, digits: int = 2) -> float:
@@ -154,13 +156,14 @@ class Notebook:
         glue(key, fig, display=display)
         plt.close(fig)
 
-    def glue_markdown(self, key: str, text: str) -> None:
-        """Glue a Markdown snippet (e.g. a banner for another page)."""
+    def glue_markdown(self, key: str, text: str, timing: bool = False) -> None:
+        """Glue a Markdown snippet (e.g. a banner for another page) for ``{glue:md}``;
+        ``timing=True`` records it with the timings (text that reports measured times)."""
         from IPython.display import Markdown
         from myst_nb import glue
 
         glue(key, Markdown(text), display=False)
-        self.record(key, text)
+        self.record(key, text, timing=timing)
 
     def finish(self) -> float:
         """Print and glue this notebook's wall time in seconds; return it."""

@@ -8,6 +8,7 @@
     repro serve [--profile P] [--host 127.0.0.1] [--port 8000]
     repro retrain cxr --new-data DIR [--holdout DIR] [--profile P]
     repro train decovnet|clf2d --cohort NPZ --out DIR [--fold K]   (also under torchrun)
+    repro bench [--quick] [--only NAME]
 
 Paths come from arguments or the environment (``REPRO_DATA_DIR``,
 ``REPRO_DATA_MIRROR``, ``REPRO_WORK_DIR``, ``REPRO_RESULTS_DIR``).
@@ -100,7 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validate-every", type=int, default=2)
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("bench", help="benchmarks: inference, preprocessing, pipeline, book rebuild (JSON)")
+    from .bench import add_arguments
+
+    add_arguments(p)
     return parser
+
+
+def _cmd_bench(args) -> int:
+    from . import bench
+
+    return bench.run_from_args(args)
 
 
 def _cmd_train(args) -> int:
@@ -237,7 +248,8 @@ def _cmd_data(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"run": _cmd_run, "book": _cmd_book, "data": _cmd_data, "predict": _cmd_predict,
-                "serve": _cmd_serve, "retrain": _cmd_retrain, "train": _cmd_train}
+                "serve": _cmd_serve, "retrain": _cmd_retrain, "train": _cmd_train,
+                "bench": _cmd_bench}
     try:
         return handlers[args.command](args)
     except ReproError as exc:

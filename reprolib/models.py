@@ -40,6 +40,7 @@ __all__ = [
     "set_bn_eval",
     "INFERENCE_VARIANTS",
     "inference_runner",
+    "output_shape",
 ]
 
 
@@ -527,6 +528,14 @@ def count_macs(model: nn.Module, input_shape: Sequence[int], *, device: str = "m
     return int(sum(macs.values()))
 
 
+def output_shape(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, ...]:
+    """Shape of ``model``'s output for an input of ``input_shape`` (a pass on the ``meta``
+    device: no arithmetic, any size)."""
+    clone = _on_device(model, "meta").eval()
+    with torch.no_grad():
+        return tuple(clone(torch.zeros(tuple(input_shape), device="meta")).shape)
+
+
 def model_summary(model: nn.Module, input_shape: Sequence[int], *, depth: int = 1,
                   device: str = "meta") -> list[dict[str, Any]]:
     """Per-stage rows for the modules ``depth`` levels below ``model``, in forward order.
@@ -572,7 +581,7 @@ def set_bn_eval(model: nn.Module, eval_bn: bool) -> nn.Module:
 # Fast inference (issue G): same results, less time
 # ---------------------------------------------------------------------------
 #: Variants of :func:`inference_runner`; the fp32 ones must match eager within 1e-4.
-INFERENCE_VARIANTS = ("eager", "channels_last", "jit", "bf16")
+INFERENCE_VARIANTS = ("eager", "channels_last", "jit", "bf16", "compile")
 
 
 def inference_runner(model: nn.Module, variant: str = "jit",
@@ -587,6 +596,10 @@ def inference_runner(model: nn.Module, variant: str = "jit",
       kernels on CPU). Input checks of the eager model run before the traced graph.
     * ``"bf16"``: CPU/GPU autocast to bfloat16 (fast only with bf16 hardware; its error is
       reported, not held to 1e-4).
+    * ``"compile"``: ``torch.compile`` (inductor: generated C++/OpenMP or Triton kernels) of
+      the eval-mode model under ``torch.no_grad``; the first call of each input shape
+      compiles (tens of seconds on a CPU), so it pays off for many volumes of one shape.
+      Optional: needs a C++ compiler (CPU) or Triton (GPU).
 
     The model is not modified (``jit``/``channels_last`` work on a copy). Default
     ``example``: ``(1, 2, 16, 64, 96)`` zeros for 5D models.
@@ -622,6 +635,14 @@ def inference_runner(model: nn.Module, variant: str = "jit",
                 return m(x.contiguous(memory_format=fmt if x.dim() == (5 if fmt is torch.channels_last_3d else 4)
                                       else torch.contiguous_format))
         return run_cl
+    if variant == "compile":
+        compiled = torch.compile(copy.deepcopy(model), dynamic=False)
+
+        def run_compiled(x: torch.Tensor) -> torch.Tensor:
+            check(x)
+            with torch.no_grad():
+                return compiled(x)
+        return run_compiled
     # jit
     if example is None:
         example = torch.zeros(1, 2, 16, 64, 96)

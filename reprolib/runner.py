@@ -8,8 +8,11 @@ cache key is unchanged; the key hashes
 * the notebook source,
 * the ``reprolib`` package (code and profiles),
 * the parameters papermill injects,
-* the data manifests of the profile (the inputs' sha256 live there), and
-* the published values (``results/<profile>/<nb>.json``) of every upstream notebook.
+* the data manifests of the profile (the inputs' sha256 live there),
+* the published values (``results/<profile>/<nb>.json``) of every upstream notebook, and
+* the content of the input files the notebook declares on a line
+  ``# repro-inputs: name ...`` of its source (names from :data:`INPUT_FILES`, e.g.
+  ``bench``: the benchmark JSON that ``make bench`` writes), or ``missing``.
 
 A failing cell stops the run: the runner prints notebook, cell and traceback,
 keeps the failed notebook under ``.repro/<profile>/failed/`` and marks the run
@@ -103,8 +106,44 @@ def published_values_hash(path: Path) -> str:
     return _sha(json.dumps(values, sort_keys=True).encode())
 
 
+def _bench_json() -> Path:
+    from .bench import default_output
+
+    return default_output()
+
+
+#: Files a notebook may declare as inputs (``# repro-inputs: bench``): name -> path finder.
+INPUT_FILES: dict[str, Callable[[], Path]] = {"bench": _bench_json}
+INPUTS_RE = re.compile(r"^# repro-inputs:((?:[ \t]+[a-z][a-z0-9_]*)+)", re.M)  # names, then any comment
+
+
+def declared_inputs(source: Path) -> dict[str, str]:
+    """``{name: sha256 of the file or "missing"}`` for the inputs ``source`` declares.
+
+    Raises :class:`ConfigError` naming the notebook for an unknown input name."""
+    names = [n for m in INPUTS_RE.finditer(source.read_text(encoding="utf-8")) for n in m.group(1).split()]
+    out = {}
+    for name in names:
+        if name not in INPUT_FILES:
+            raise ConfigError(source, f"unknown repro-inputs name {name!r}; known: {sorted(INPUT_FILES)}")
+        path = INPUT_FILES[name]()
+        out[name] = _sha(path.read_bytes()) if path.is_file() else "missing"
+    return out
+
+
+def manifests_hash(profile: str) -> str:
+    """The profile's data manifests as one cache-key part (``"unavailable"`` when one is
+    broken: notebook 01 then reports it with a clear error)."""
+    from . import data
+
+    try:
+        return json.dumps(data.manifest_hashes(profile), sort_keys=True)
+    except Exception:
+        return "unavailable"
+
+
 def cache_key(source: Path, parameters: dict[str, Any], data_hash: str, code_hash: str,
-              upstream: list[str]) -> str:
+              upstream: list[str], inputs: dict[str, str] | None = None) -> str:
     parts = {
         "source": _sha(source.read_bytes()),
         "reprolib": code_hash,
@@ -112,6 +151,8 @@ def cache_key(source: Path, parameters: dict[str, Any], data_hash: str, code_has
         "data": data_hash,
         "upstream": upstream,
     }
+    if inputs:  # absent for notebooks without declared inputs: their keys stay as they were
+        parts["inputs"] = inputs
     return _sha(json.dumps(parts, sort_keys=True, default=str).encode())
 
 
@@ -212,7 +253,7 @@ def run(profile: str, only: list[str] | None = None, start: str | None = None, f
         seed: int | None = None, device: str | None = None, notebooks: str | Path | None = None,
         echo: Callable[[str], None] = print, log_output: bool = True) -> RunReport:
     """Run the selected notebooks of ``profile`` in order; see the module docstring."""
-    from . import data, provenance
+    from . import provenance
 
     t0 = time.perf_counter()
     config.check_profile(profile)
@@ -226,11 +267,7 @@ def run(profile: str, only: list[str] | None = None, start: str | None = None, f
     index_path, record_path = sdir / "cache.json", sdir / "provenance.json"
     index = _load_json(index_path, {})
     previous = {r["name"]: r for r in _load_json(record_path, {}).get("notebooks", [])}
-    code_hash = package_hash()
-    try:
-        data_hash = json.dumps(data.manifest_hashes(profile), sort_keys=True)
-    except Exception:  # a broken manifest shows up in notebook 01 with a clear error
-        data_hash = "unavailable"
+    code_hash, data_hash = package_hash(), manifests_hash(profile)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     atomic_write_text(sdir / "status.json", json.dumps({"state": "running", "started": started}))
 
@@ -239,7 +276,7 @@ def run(profile: str, only: list[str] | None = None, start: str | None = None, f
     failure = None
     for src in all_nbs:
         stem = src.stem
-        key = cache_key(src, params, data_hash, code_hash, list(upstream))
+        key = cache_key(src, params, data_hash, code_hash, list(upstream), declared_inputs(src))
         out = executed_dir / f"{stem}.ipynb"
         res = results_path(profile, stem, results_dir)
         if src.name not in chosen:  # keep what the last run that executed it recorded
@@ -300,6 +337,27 @@ def run(profile: str, only: list[str] | None = None, start: str | None = None, f
     echo(f"repro run --profile {profile}: {'ok' if ok else 'FAILED'} in {report.seconds:.1f} s; "
          f"executed {len(report.executed)}, skipped (cached) {len(report.skipped)}: {skipped}")
     return report
+
+
+def stale(profile: str, notebooks: str | Path | None = None) -> list[str]:
+    """Notebooks that :func:`run` would execute now (inputs changed, or never executed).
+
+    Computes every cache key as :func:`run` does, with the upstream values published so far,
+    without executing anything."""
+    config.check_profile(profile)
+    nbs = list_notebooks(Path(notebooks) if notebooks else notebooks_dir())
+    params = default_parameters(profile)
+    sdir = state_dir(profile)
+    index = _load_json(sdir / "cache.json", {})
+    code_hash, data_hash = package_hash(), manifests_hash(profile)
+    out, upstream = [], []
+    for src in nbs:
+        key = cache_key(src, params, data_hash, code_hash, list(upstream), declared_inputs(src))
+        res = results_path(profile, src.stem, Path(params["results_dir"]))
+        if index.get(src.stem) != key or not (sdir / "executed" / f"{src.stem}.ipynb").is_file() or not res.is_file():
+            out.append(src.stem)
+        upstream.append(published_values_hash(res))
+    return out
 
 
 def format_failure(exc: NotebookExecutionError, saved: Path) -> str:

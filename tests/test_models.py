@@ -279,3 +279,34 @@ def test_bf16_variant_runs_and_unknown_variant_is_refused():
     assert out.dtype == torch.float32 and out.shape == (1, 2)
     with pytest.raises(ValueError, match="variant"):
         inference_runner(net, "int8")
+
+
+def test_output_shape_on_meta_equals_a_real_forward():
+    from reprolib.models import Clf2DNet, DeCoVNet, UNet2D, output_shape, proclf_grids_for
+
+    for net, shape in ((DeCoVNet(proclf_grids=proclf_grids_for((32, 48))), (2, 2, 6, 32, 48)),
+                       (Clf2DNet(), (1, 2, 3, 32, 48)), (UNet2D(), (3, 1, 40, 24))):
+        with torch.no_grad():
+            real = tuple(net.eval()(torch.rand(shape)).shape)
+        assert output_shape(net, shape) == real
+
+
+def test_compile_variant_matches_eager():
+    """torch.compile (inductor) within 1e-4 of eager fp32, BatchNorm and pooling included (a small
+    3D network keeps the compile short; the benchmark checks DeCoVNet itself with --variants compile)."""
+    import shutil
+
+    from reprolib.models import inference_runner
+
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("torch.compile's CPU backend needs a C++ compiler (g++)")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(2, 8, 3, padding=1, bias=False), torch.nn.BatchNorm3d(8),
+                              torch.nn.ReLU(), torch.nn.AdaptiveMaxPool3d((2, 3, 3)), torch.nn.Flatten(),
+                              torch.nn.Linear(8 * 18, 2)).eval()
+    net[1].running_mean.uniform_(-0.3, 0.3)
+    net[1].running_var.uniform_(0.5, 2.0)
+    x = torch.rand(2, 2, 6, 16, 24)
+    ref = inference_runner(net, "eager")(x)
+    out = inference_runner(net, "compile")(x)
+    assert torch.allclose(out, ref, atol=1e-4, rtol=0), float((out - ref).abs().max())

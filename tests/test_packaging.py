@@ -11,7 +11,7 @@ from reprolib import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["01_data_acquisition", "02_preprocessing", "03_unet", "04_decovnet", "05_2dclfnet",
-             "06_cam_localization", "07_cxr_resnet50", "08_external_validation"]
+             "06_cam_localization", "07_cxr_resnet50", "08_external_validation", "09_performance"]
 PARAMETERS = ("profile", "seed", "device", "data_dir", "work_dir", "results_dir")
 
 
@@ -36,7 +36,7 @@ def test_layout_exists():
         assert (ROOT / "book" / page).is_file(), page
 
 
-def test_eight_notebooks_with_parameters_cell():
+def test_nine_notebooks_with_parameters_cell():
     found = [p.stem for p in runner.list_notebooks(ROOT / "notebooks")]
     assert found == NOTEBOOKS
     for stem in NOTEBOOKS:
