@@ -265,6 +265,30 @@ def _copy_verified(chunks: Iterable[bytes], dest: Path, entry: FileEntry, origin
     return dest
 
 
+#: A ``.part`` file untouched for this long belongs to a fetch that was killed.
+STALE_PART_SECONDS = 600.0
+
+
+def _remove_stale_parts(dest: Path, older_than_s: float = STALE_PART_SECONDS) -> list[Path]:
+    """Delete the temporary ``.<name>.*.part`` files of ``dest`` left by killed fetches.
+
+    A running fetch rewrites its part file continuously, so a part file not modified for
+    ``older_than_s`` seconds is debris; a part file is never renamed into place unverified
+    (:func:`_copy_verified`), so deleting one cannot lose a verified file."""
+    removed = []
+    if not dest.parent.is_dir():
+        return removed
+    now = time.time()
+    for part in dest.parent.glob(f".{dest.name}.*.part"):
+        try:
+            if now - part.stat().st_mtime >= older_than_s:
+                part.unlink()
+                removed.append(part)
+        except FileNotFoundError:  # a concurrent fetch finished or removed it
+            pass
+    return removed
+
+
 def _read_file_chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as fh:
         yield from iter(lambda: fh.read(CHUNK), b"")
@@ -303,6 +327,7 @@ def fetch(entry: FileEntry, data_dir: str | Path | None = None, mirror: str | Pa
         return dest
     if dest.exists():  # present but wrong: never trust it
         dest.unlink()
+    _remove_stale_parts(dest)
     bar = None
     if progress:
         from tqdm.auto import tqdm

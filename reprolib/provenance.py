@@ -81,12 +81,40 @@ def collect(profile: str, seed: int) -> dict[str, Any]:
         manifests = {"error": str(exc)}
     return {"git": git_state(), "python": sys.version.split()[0], "packages": package_versions(),
             "hardware": hardware(), "profile": profile, "seed": seed,
-            "deterministic": {"torch.use_deterministic_algorithms": True,
-                              "seeds": "python, numpy, torch set from the profile seed",
-                              "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED")},
+            "deterministic": deterministic_settings(seed),
             "manifests": manifests,
             "env": {k: os.environ[k] for k in ("REPRO_DATA_MIRROR", "OMP_NUM_THREADS", "CI")
                     if k in os.environ}}
+
+
+def deterministic_settings(seed: int) -> dict[str, Any]:
+    """The seeds and switches that make a run repeatable, as the provenance page lists them."""
+    info: dict[str, Any] = {
+        "profile seed": seed,
+        "global seeds": f"every notebook calls provenance.seed_everything({seed}): Python random, NumPy's "
+                        "global generator and torch (CPU and CUDA)",
+        "training draws": "epoch order from (seed, epoch); each volume's augmentation and slice draws from "
+                          "(seed, epoch, position in the epoch), independent of rank and micro-batch; "
+                          "fold k of a cross-fit trains with seed + k",
+        "data draws": "splits, phantoms, bootstrap and subsampling use numpy.random.default_rng(seed) "
+                      "(or a seed derived from it) passed explicitly",
+        "torch.use_deterministic_algorithms": "True (warn_only) while training",
+        "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED"),
+    }
+    try:
+        import torch
+
+        info["torch threads"] = torch.get_num_threads()
+        info["cudnn"] = (f"deterministic={torch.backends.cudnn.deterministic}, "
+                         f"benchmark={torch.backends.cudnn.benchmark}")
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    info["CUBLAS_WORKSPACE_CONFIG"] = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    info["repeatability"] = ("two runs of the synthetic profile from scratch on the same CPU and thread count "
+                             "publish identical values (integers and strings bitwise, floats within 1e-6; "
+                             "tests/test_pipeline.py); a different thread count or GPU changes float "
+                             "summation order, hence the last digits of trained results")
+    return info
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -137,9 +165,11 @@ def render_markdown(record: dict[str, Any]) -> str:
             ["CPU", f"{hw['cpu']} ({hw['cpu_count']} logical cores, torch threads {hw.get('torch_threads')})"],
             ["GPU", hw.get("gpu") or "none"],
             ["OS", hw["os"]],
-            ["deterministic settings", "; ".join(f"{k}: {v}" for k, v in prov["deterministic"].items())],
             ["started", record.get("started")],
         ], ["item", "value"]),
+        "",
+        "## Seeds and deterministic settings",
+        _md_table([[k, v] for k, v in prov["deterministic"].items()], ["setting", "value"]),
         "",
         "## Notebooks",
         "Wall time of each notebook and its slowest cell (papermill cell metadata). A *cached* notebook "

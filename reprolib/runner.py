@@ -295,6 +295,10 @@ def run(profile: str, only: list[str] | None = None, start: str | None = None, f
             upstream.append(published_values_hash(res))
             continue
         echo(f"[run ] {stem} ({profile})")
+        # Forget the notebook's cache entry before it runs: if this process is killed mid-way,
+        # the rerun executes it again instead of trusting its half-rewritten results file.
+        if index.pop(stem, None) is not None:
+            atomic_write_text(index_path, json.dumps(index, indent=1, sort_keys=True))
         t_nb = time.perf_counter()
         tmp_out = sdir / "running" / f"{stem}.ipynb"
         try:
@@ -304,8 +308,6 @@ def run(profile: str, only: list[str] | None = None, start: str | None = None, f
             if tmp_out.exists():
                 os.replace(tmp_out, failed_dir / f"{stem}.ipynb")
             out.unlink(missing_ok=True)
-            index.pop(stem, None)
-            atomic_write_text(index_path, json.dumps(index, indent=1, sort_keys=True))
             records.append(NotebookRecord(stem, "failed", time.perf_counter() - t_nb, key,
                                           datetime.now(timezone.utc).isoformat(timespec="seconds")))
             failure = exc

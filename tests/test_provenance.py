@@ -33,3 +33,13 @@ def test_render_markdown_tabulates_notebooks():
     assert md.startswith("# Provenance")
     assert "| 01_data_acquisition | executed | 12.5 |" in md
     assert "synthetic" in md and "torch" in md
+
+
+def test_provenance_page_lists_seeds_and_deterministic_settings():
+    rec = {"started": "2026", "provenance": provenance.collect("synthetic", 7), "notebooks": []}
+    det = rec["provenance"]["deterministic"]
+    assert det["profile seed"] == 7 and "seed_everything(7)" in det["global seeds"]
+    assert det["torch threads"] >= 1 and "deterministic=" in det["cudnn"]
+    md = provenance.render_markdown(rec)
+    assert "## Seeds and deterministic settings" in md and "| profile seed | 7 |" in md
+    assert "tests/test_pipeline.py" in md
