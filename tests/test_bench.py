@@ -11,6 +11,7 @@ import pytest
 
 from reprolib import bench, models, runner
 from reprolib.errors import ConfigError, InputError
+from tinynb import write_notebook
 
 
 @pytest.fixture(scope="module")
@@ -112,11 +113,8 @@ def test_stale_lists_what_a_run_would_execute(tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_BENCH_JSON", str(tmp_path / "bench.json"))
     nbs = tmp_path / "nbs"
     nbs.mkdir()
-    head = ('# %% tags=["parameters"]\nprofile = "synthetic"\nseed = 0\ndevice = "cpu"\ndata_dir = None\n'
-            'work_dir = None\nresults_dir = None\n\n# %%\nfrom reprolib import book\n')
-    (nbs / "01_a.py").write_text(head + 'nb = book.Notebook("01_a", profile, results_dir)\nnb.glue("v", 1)\nnb.finish()\n')
-    (nbs / "02_b.py").write_text(head + '# repro-inputs: bench\nnb = book.Notebook("02_b", profile, results_dir)\n'
-                                        'nb.finish()\n')
+    write_notebook(nbs, "01_a", 'nb.glue("v", 1)\nnb.finish()')
+    write_notebook(nbs, "02_b", "# repro-inputs: bench\nnb.finish()")
     monkeypatch.setattr(runner, "package_hash", lambda: "pinned")
     assert runner.stale("synthetic", nbs) == ["01_a", "02_b"]
     assert runner.run("synthetic", notebooks=nbs, log_output=False, echo=lambda s: None).ok

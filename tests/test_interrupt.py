@@ -24,6 +24,7 @@ import torch
 
 from reprolib import data, runner, train
 from reprolib.errors import ConfigError
+from tinynb import write_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -128,20 +129,6 @@ def test_fetch_killed_mid_file_then_rerun_verifies(slow_server, tmp_path, monkey
 
 
 # ------------------------------------------------------------------------------ notebook run
-NB_HEAD = '''# %% tags=["parameters"]
-profile = "synthetic"
-seed = 0
-device = "cpu"
-data_dir = None
-work_dir = None
-results_dir = None
-
-# %%
-import time
-from pathlib import Path
-from reprolib import book
-'''
-
 RUN = """
 import sys
 from reprolib import runner
@@ -156,16 +143,10 @@ def tiny_project(tmp_path):
     root = tmp_path / "project"
     nbs = root / "notebooks"
     nbs.mkdir(parents=True)
-    (nbs / "01_first.py").write_text(NB_HEAD + textwrap.dedent('''
-        nb = book.Notebook("01_first", profile, results_dir)
-        nb.glue("answer", 42)
-        nb.finish()
-        '''))
-    (nbs / "02_second.py").write_text(NB_HEAD + textwrap.dedent('''
-        nb = book.Notebook("02_second", profile, results_dir)
+    write_notebook(nbs, "01_first", 'nb.glue("answer", 42)\nnb.finish()')
+    write_notebook(nbs, "02_second", textwrap.dedent('''
         nb.glue("started", True)  # from here on a results file exists, still incomplete
         marker = Path(work_dir) / "progress.txt"
-        marker.parent.mkdir(parents=True, exist_ok=True)
         for i in range(12):
             marker.write_text(str(i))
             time.sleep(0.25)

@@ -9,39 +9,15 @@ import pytest
 
 from reprolib import cli, runner
 from reprolib.errors import ConfigError
+from tinynb import write_notebook
 
-HEADER = """# ---
-# jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
-#   kernelspec:
-#     display_name: Python 3
-#     language: python
-#     name: python3
-# ---
-
-# %% tags=["parameters"]
-profile = "synthetic"
-seed = 0
-device = "cpu"
-data_dir = None
-work_dir = None
-results_dir = None
-
-# %%
-from pathlib import Path
-from reprolib import book
-nb = book.Notebook("{stem}", profile, results_dir)
-Path(work_dir).mkdir(parents=True, exist_ok=True)
-with open(Path(work_dir) / "order.txt", "a") as fh:
-    fh.write("{stem}\\n")
-"""
+ORDER = 'with open(Path(work_dir) / "order.txt", "a") as fh:\n    fh.write("{stem}\\n")\n'
 
 
 def write_nb(directory: Path, stem: str, body: str = "") -> Path:
-    p = directory / f"{stem}.py"
-    p.write_text(HEADER.replace("{stem}", stem) + "\n# %%\n" + (body or "nb.glue('value', 1)") + "\n")
-    return p
+    """A tiny notebook that logs its run order, then runs ``body`` in a new cell."""
+    return write_notebook(directory, stem, ORDER.replace("{stem}", stem) + "\n# %%\n" +
+                          (body or "nb.glue('value', 1)"))
 
 
 @pytest.fixture
