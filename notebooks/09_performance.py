@@ -63,7 +63,7 @@ nb.glue_markdown("bench_note", {
              f"(`{path}`), so this page ran the *quick* benchmark itself: tiny inputs, one repeat, "
              "no book rebuild. Its times describe nothing but the code path; the targets below apply "
              "to the full benchmark. Run `make bench`, then rebuild the book.\n:::",
-}[source])
+}[source], timing=True)  # names a path and a date: run-specific
 nb.glue_text("bench_hardware", f"{hw.get('cpu')} ({hw.get('cpu_count')} logical cores), torch "
              f"{doc['packages'].get('torch')}, {hw.get('threads')} threads per job; GPU: {hw.get('gpu') or 'none'}",
              timing=True)

@@ -46,6 +46,12 @@ BANNERS = {
 }
 
 
+#: Table columns that hold measurements of the run itself (wall times, traced memory peaks):
+#: :meth:`Notebook.glue_table` records them with the timings, not with the results.
+MEASURED_COLUMNS = frozenset({"seconds", "seconds_per_slice", "seconds_per_volume", "peak_MB", "copies",
+                              "step_copies", "step_max", "preprocess_MB", "preprocess_copies"})
+
+
 def banner_markdown(profile: str) -> str:
     """The profile banner as a MyST admonition (rendered on every page built from ``profile``)."""
     kind, title, text = BANNERS[config.check_profile(profile)]
@@ -140,12 +146,19 @@ class Notebook:
         return self.glue(key, round(float(seconds), digits), timing=True)
 
     def glue_table(self, key: str, df, display: bool = False, record: bool = True):
-        """Glue a pandas DataFrame (rendered as HTML) and record its records."""
+        """Glue a pandas DataFrame (rendered as HTML) and record its columns.
+
+        Columns named in :data:`MEASURED_COLUMNS` (times, memory peaks: they differ between
+        runs) are recorded under ``timings`` (as ``<key>``), the others under ``values``."""
         from myst_nb import glue
 
         glue(key, df, display=display)
         if record:
-            self.record(key, df.reset_index().to_dict(orient="list"))
+            cols = df.reset_index().to_dict(orient="list")
+            measured = {c: v for c, v in cols.items() if c in MEASURED_COLUMNS}
+            self.record(key, {c: v for c, v in cols.items() if c not in measured})
+            if measured:
+                self.record(key, measured, timing=True)
         return df
 
     def glue_figure(self, key: str, fig, display: bool = False) -> None:

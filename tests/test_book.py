@@ -43,3 +43,20 @@ def test_banner_for_each_profile():
     assert "sample" in book.banner_markdown("sample")
     with pytest.raises(ConfigError, match="unknown profile"):
         book.banner_markdown("nope")
+
+
+def test_glue_table_records_measured_columns_with_the_timings(tmp_path, monkeypatch):
+    import json
+
+    import pandas as pd
+
+    from reprolib import book
+
+    monkeypatch.setattr("myst_nb.glue", lambda *a, **k: None)
+    nb = book.Notebook("02_x", "synthetic", results_dir=tmp_path)
+    df = pd.DataFrame({"case_id": ["a", "b"], "lung_ml": [1.5, 2.0], "seconds": [0.3, 0.4],
+                       "copies": [2.5, 2.6]}).set_index("case_id")
+    nb.glue_table("volume_table", df)
+    doc = json.loads((tmp_path / "02_x.json").read_text())
+    assert doc["values"]["volume_table"] == {"case_id": ["a", "b"], "lung_ml": [1.5, 2.0]}
+    assert doc["timings"]["volume_table"] == {"seconds": [0.3, 0.4], "copies": [2.5, 2.6]}
