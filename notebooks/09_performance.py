@@ -102,7 +102,7 @@ nb.glue_table("decovnet_table", dec.set_index(["T", "variant"]).round(
     {"seconds": 3, "× eager": 2, "GMAC": 1, "GFLOP/s": 1, "peak RSS (MB)": 0}), record=False)
 d = S["decovnet"]
 nb.glue_timing("decovnet_eager_s", d["eager_seconds"], 3)
-nb.glue_timing("decovnet_fast_s", d["fast_seconds"] or float("nan"), 3)
+nb.glue_timing("decovnet_fast_s", bench.or_nan(d["fast_seconds"]), 3)
 nb.glue_timing("decovnet_ratio", d["ratio"], 3)
 nb.glue_text("decovnet_fast_variant", d["fastest_exact_variant"] or "none", timing=True)
 nb.glue_text("decovnet_target_met", "met" if d["met"] else "not met", timing=True)
@@ -111,7 +111,7 @@ nb.glue("decovnet_T_max", d["T"])
 bf = doc.get("bf16", {})
 nb.glue_text("bf16_note", ("measured, " if bf.get("native") else "not measured, ") + str(bf.get("why", "unknown")),
              timing=True)
-nb.glue_text("lp_seconds_forward", f"{d['eager_seconds']:.2f} s eager, {d['fast_seconds'] or float('nan'):.2f} s "
+nb.glue_text("lp_seconds_forward", f"{d['eager_seconds']:.2f} s eager, {bench.or_nan(d['fast_seconds']):.2f} s "
              f"{d['fastest_exact_variant']} (CPU, {hw.get('threads')} threads, T = {d['T']})", timing=True)
 dec.set_index(["T", "variant"]).round(3)
 

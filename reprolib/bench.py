@@ -563,6 +563,11 @@ def format_row(r: dict[str, Any]) -> str:
     return json.dumps(r)
 
 
+def or_nan(x: float | None) -> float:
+    """``x``, or NaN where it is missing (a measured 0.0 stays 0.0)."""
+    return float("nan") if x is None else float(x)
+
+
 def format_table(doc: dict[str, Any]) -> str:
     """The summary lines printed at the end of a run."""
     s = doc.get("summary", {})
@@ -570,9 +575,9 @@ def format_table(doc: dict[str, Any]) -> str:
                               if s.get("quick") else "")]
     if "decovnet" in s:
         d = s["decovnet"]
-        lines.append(f"  DeCoVNet T={d['T']}: {d['fastest_exact_variant']} {d['fast_seconds'] or float('nan'):.2f} s vs "
+        lines.append(f"  DeCoVNet T={d['T']}: {d['fastest_exact_variant']} {or_nan(d['fast_seconds']):.2f} s vs "
                      f"eager {d['eager_seconds']:.2f} s = ×{d['ratio']:.2f} (target ≤ {d['target']}: "
-                     f"{'met' if d['met'] else 'NOT met'}), max |diff| {d['max_abs_diff'] or float('nan'):.1e}")
+                     f"{'met' if d['met'] else 'NOT met'}), max |diff| {or_nan(d['max_abs_diff']):.1e}")
     if "preprocess" in s:
         p = s["preprocess"]
         lines.append(f"  preprocessing {'×'.join(map(str, p['shape']))}: {p['seconds']:.2f} s (target ≤ "

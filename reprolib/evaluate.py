@@ -1,8 +1,10 @@
 """Evaluation: binary and multi-class metrics, confidence intervals, and the statistics
 recomputed from DeCoVNet's released test-set probabilities (spec section 8).
 
-Every metric is computed with scikit-learn (or SciPy for the Wilson interval); this
-module only arranges the calls. Conventions:
+Metrics are scikit-learn's (SciPy's for the Wilson interval). ROC AUC and average precision,
+which the bootstrap evaluates thousands of times, are computed here in NumPy by the same
+definitions (tested equal to scikit-learn's, ties included): scikit-learn's input checks cost
+~3 ms a call, a 2000-draw interval on 32 cases 6 s instead of 0.1 s. Conventions:
 
 * ``y`` is an integer array of true labels, 1 = positive (COVID-19), 0 = negative.
 * ``p`` is a float array of scores, ``p[i]`` = predicted probability of class 1.
@@ -115,16 +117,40 @@ def pr(y, p) -> PrCurve:
     return PrCurve(prec, rec, thr)
 
 
-def roc_auc(y, p) -> float:
-    """Area under the ROC curve (:func:`sklearn.metrics.roc_auc_score`; ties count 1/2)."""
+def _two_class(y, p, what: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Labels and scores checked for a ranking metric: labels 0/1 with both present, finite
+    scores. Returns ``(y, p, number of positives)``; ``ValueError`` otherwise (as scikit-learn)."""
     y, p = _as_arrays(y, p)
-    return float(skm.roc_auc_score(y, p))
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"{what} needs labels 0/1; got {np.unique(y).tolist()}")
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == y.size:
+        raise ValueError(f"only one class present in y: {what} is undefined")
+    if not np.isfinite(p).all():
+        raise ValueError(f"{what}: scores contain NaN or infinity")
+    return y, p, n_pos
+
+
+def roc_auc(y, p) -> float:
+    """Area under the ROC curve as the Mann–Whitney statistic P(p⁺ > p⁻) + ½ P(p⁺ = p⁻), from
+    mid-ranks; equals :func:`sklearn.metrics.roc_auc_score` (trapezoids over distinct thresholds)."""
+    y, p, n_pos = _two_class(y, p, "ROC AUC")
+    ranks = stats.rankdata(p)  # ties share their mean rank
+    n_neg = y.size - n_pos
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def average_precision(y, p) -> float:
-    """Average precision, sum of (R_n - R_{n-1}) P_n over distinct thresholds (scikit-learn)."""
-    y, p = _as_arrays(y, p)
-    return float(skm.average_precision_score(y, p))
+    """Average precision, sum of (R_n - R_{n-1}) P_n over distinct thresholds, tied scores one
+    step, precision *after* the step; equals :func:`sklearn.metrics.average_precision_score`."""
+    y, p, n_pos = _two_class(y, p, "average precision")
+    order = np.argsort(-p, kind="mergesort")
+    scores, hits = p[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]  # last case of each distinct score
+    tp = np.cumsum(hits)[last]
+    precision = tp / (last + 1.0)
+    recall = tp / float(n_pos)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def average_precision_step(y, p) -> float:

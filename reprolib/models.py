@@ -636,6 +636,9 @@ def inference_runner(model: nn.Module, variant: str = "jit",
                                       else torch.contiguous_format))
         return run_cl
     if variant == "compile":
+        import torch._inductor.config as inductor_config
+
+        inductor_config.deterministic = torch.are_deterministic_algorithms_enabled()  # as the eager switch
         compiled = torch.compile(copy.deepcopy(model), dynamic=False)
 
         def run_compiled(x: torch.Tensor) -> torch.Tensor:

@@ -598,7 +598,7 @@ def _nifti_bytes(arr_zyx: np.ndarray, spacing_mm: Sequence[float], path: Path) -
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     raw = img.to_bytes()
-    return gzip.compress(raw, compresslevel=6, mtime=0) if name.endswith(".gz") else raw
+    return gzip.compress(raw, compresslevel=1, mtime=0) if name.endswith(".gz") else raw
 
 
 def write_nifti(ph: CTPhantom, path: str | os.PathLike) -> Path:

@@ -117,8 +117,28 @@ def deterministic_settings(seed: int) -> dict[str, Any]:
     return info
 
 
+def set_deterministic(mode: bool = True, warn_only: bool = True) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=...)`` without importing TorchInductor.
+
+    The public call imports ``torch._inductor`` to set its ``deterministic`` flag, ~3 s in every
+    fresh process (each notebook, each ``repro`` command). The eager switch is set here; inductor's
+    flag follows when inductor is already loaded, and :func:`reprolib.models.inference_runner`
+    copies the switch into it before ``torch.compile``.
+    """
+    import torch
+
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:  # pragma: no cover - a torch without the private setter
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+        return
+    setter(mode, warn_only=warn_only)
+    inductor = sys.modules.get("torch._inductor.config")
+    if inductor is not None:
+        inductor.deterministic = mode
+
+
 def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed Python, NumPy and torch; ask torch for deterministic kernels on CPU."""
+    """Seed Python, NumPy and torch; ask torch for deterministic kernels (:func:`set_deterministic`)."""
     import numpy as np
 
     random.seed(seed)
@@ -128,7 +148,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
         torch.manual_seed(seed)
         if deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
+            set_deterministic(True, warn_only=True)
     except ImportError:
         pass
 

@@ -65,6 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import provenance
 from .errors import ChecksumError, ConfigError, InputError, ReproError, VolumeError
 from .files import atomic_write, sha256_file as file_sha256  # noqa: F401  (file_sha256 is public API)
 
@@ -1092,12 +1093,12 @@ class _GlobalState:
         self._warn = torch.is_deterministic_algorithms_warn_only_enabled()
         if self.max_threads:
             torch.set_num_threads(int(self.max_threads))
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        provenance.set_deterministic(True, warn_only=True)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         torch.set_num_threads(self._threads)
-        torch.use_deterministic_algorithms(self._det, warn_only=self._warn)
+        provenance.set_deterministic(self._det, warn_only=self._warn)
 
 
 class _BNSnapshot:

@@ -62,6 +62,10 @@ def test_summary_uses_the_largest_depth_and_only_variants_within_tolerance():
     d = bench.summarize(doc)["decovnet"]
     assert d["ratio"] == pytest.approx(0.625) and d["met"] is False
     assert "NOT met" in bench.format_table({"summary": bench.summarize(doc), "hardware": {}})
+    # a variant that reproduces eager exactly prints its 0.0 difference, not "nan"
+    doc["rows"][1]["seconds"]["channels_last"] = 1.0
+    table = bench.format_table({"summary": bench.summarize(doc), "hardware": {}})
+    assert "channels_last 1.00 s" in table and "max |diff| 0.0e+00" in table
 
 
 def test_load_refuses_what_is_not_a_benchmark(tmp_path):

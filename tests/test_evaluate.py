@@ -95,6 +95,26 @@ def test_curves_and_scores_match_sklearn_random():
     assert len(prec) == len(rec) == len(thr) + 1 and rec[-1] == 0
 
 
+def test_auc_and_ap_equal_sklearn_with_ties_and_refuse_undefined_input():
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        n = int(rng.integers(2, 120))
+        y = rng.integers(0, 2, n)
+        if y.sum() in (0, n):
+            continue
+        levels = int(rng.choice([2, 3, 10, 10_000]))  # few levels: many tied scores
+        p = rng.integers(0, levels, n) / levels
+        assert abs(roc_auc(y, p) - skm.roc_auc_score(y, p)) < 1e-12
+        assert abs(average_precision(y, p) - skm.average_precision_score(y, p)) < 1e-12
+    for fn in (roc_auc, average_precision):
+        with pytest.raises(ValueError, match="one class"):
+            fn([1, 1, 1], [0.2, 0.5, 0.9])
+        with pytest.raises(ValueError, match="labels 0/1"):
+            fn([0, 1, 2], [0.2, 0.5, 0.9])
+        with pytest.raises(ValueError, match="NaN"):
+            fn([0, 1, 1], [0.2, np.nan, 0.9])
+
+
 def test_average_precision_step_without_ties_is_left_riemann_sum():
     y, p = _random(seed=2)
     order = np.argsort(-p)

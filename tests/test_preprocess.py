@@ -16,6 +16,7 @@ from reprolib.preprocess import (
     Window,
     apply_fov,
     cached_preprocess,
+    write_npz,
     crop_to_mask,
     default_probes,
     fov_mask,
@@ -371,3 +372,25 @@ def test_cached_preprocess_hit_and_corruption(tmp_path):
     with pytest.warns(UserWarning):
         assert cached_preprocess(vol, tmp_path, params)[0]["cache_status"] == "recomputed"
     assert not [q for q in tmp_path.iterdir() if q.name.startswith(".")]  # no temp files left
+
+
+def test_write_npz_round_trips_and_compresses_by_level(tmp_path):
+    import zipfile
+
+    rng = np.random.default_rng(0)
+    arrays = {"ct_u8": (rng.integers(0, 4, (20, 32, 32)) * 60).astype(np.uint8),
+              "lung_mask": np.zeros((20, 32, 32), np.uint8), "__meta__": np.array('{"k": 1}')}
+    sizes = {}
+    for level in (0, 1, 9):
+        path = tmp_path / f"l{level}.npz"
+        with open(path, "wb") as fh:
+            write_npz(fh, arrays, compresslevel=level)
+        with np.load(path) as z:
+            assert sorted(z.files) == sorted(arrays)
+            for k, v in arrays.items():
+                assert z[k].dtype == v.dtype and np.array_equal(z[k], v)
+        with zipfile.ZipFile(path) as zf:
+            types = {i.compress_type for i in zf.infolist()}
+        assert types == {zipfile.ZIP_STORED if level == 0 else zipfile.ZIP_DEFLATED}
+        sizes[level] = path.stat().st_size
+    assert sizes[0] > sizes[1] >= sizes[9]

@@ -43,3 +43,34 @@ def test_provenance_page_lists_seeds_and_deterministic_settings():
     md = provenance.render_markdown(rec)
     assert "## Seeds and deterministic settings" in md and "| profile seed | 7 |" in md
     assert "tests/test_pipeline.py" in md
+
+
+def test_seed_everything_sets_deterministic_torch_without_loading_inductor():
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from reprolib import provenance; provenance.seed_everything(3); "
+            "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), "
+            "'torch._inductor' in sys.modules, torch.initial_seed())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "False", "3"]
+
+
+def test_set_deterministic_switches_and_restores(monkeypatch):
+    import torch
+
+    from reprolib import provenance
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        provenance.set_deterministic(False, warn_only=False)
+        assert not torch.are_deterministic_algorithms_enabled()
+        provenance.set_deterministic(True, warn_only=False)
+        assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+        import torch._inductor.config as inductor_config  # once loaded, inductor's flag follows the switch
+
+        provenance.set_deterministic(True, warn_only=True)
+        assert inductor_config.deterministic is True and torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        provenance.set_deterministic(*before)
