@@ -76,7 +76,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from contextlib import nullcontext
@@ -88,6 +87,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import ResourceLimitError, VolumeError
+from .files import atomic_write
 from .io import CTVolume
 
 if TYPE_CHECKING:
@@ -1159,7 +1159,8 @@ def cached_preprocess(
 
     The key is :func:`cache_key` (input bytes, spacing, ``params``, code
     version); the result is stored as ``<cache_dir>/<key>.npz`` written
-    atomically (temp file + ``os.replace``) with the sha256 of every array.
+    atomically (:func:`reprolib.files.atomic_write`) with the sha256 of every
+    array.
     On read the key and the digests are verified; a corrupt or mismatching
     file is recomputed and overwritten, never trusted.
 
@@ -1187,15 +1188,8 @@ def cached_preprocess(
     arrays = {k: res[k] for k in _ARRAY_KEYS if res[k] is not None}
     meta = {"key": key, "version": PREPROCESS_VERSION, "result": meta_result,
             "arrays": {k: _sha256_array(a) for k, a in arrays.items()}}
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".npz.tmp", dir=cache_dir)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write_npz(fh, {"__meta__": np.array(json.dumps(meta)), **arrays}, compresslevel=1 if compress else 0)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: write_npz(fh, {"__meta__": np.array(json.dumps(meta)), **arrays},
+                                            compresslevel=1 if compress else 0))
     out = dict(meta_result)
     for name in _ARRAY_KEYS:
         out[name] = res[name]
