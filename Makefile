@@ -1,6 +1,7 @@
 # covid-repro: two commands for a fresh machine.
 #   make book   -> .venv, run every notebook for $(PROFILE) (default sample), build _build/html
-#   make test   -> .venv if needed, pytest (make test-repeat: the synthetic profile twice, compared)
+#   make test   -> .venv if needed, pytest (make test-repeat: a second synthetic run, compared)
+#   make publish-> commit _build/html to the gh-pages branch and push it (repro publish)
 #   make bench  -> repro bench (inference, preprocessing, pipeline, book rebuild: prints figures, writes
 #                  benchmarks/out/bench.json for the Performance chapter) + per-step preprocessing memory
 PROFILE ?= sample
@@ -11,7 +12,7 @@ STAMP   := $(VENV)/.installed
 # torch/torchvision are pinned in pyproject.toml (torch==2.14.1, torchvision==0.29.1).
 PIP_FLAGS ?= --disable-pip-version-check -q
 
-.PHONY: venv book run html test test-repeat bench clean distclean
+.PHONY: venv book run html publish test test-repeat bench clean distclean
 
 venv: $(STAMP)
 
@@ -30,11 +31,16 @@ html: $(STAMP)
 book: run
 	$(MAKE) html PROFILE=$(PROFILE)
 
+# Commit _build/html to the gh-pages branch and push it to origin (ghp-import); build it first with make book.
+publish: $(STAMP)
+	$(BIN)/repro publish --profile $(PROFILE)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Repeatability (issue H): the synthetic profile twice from empty folders, every published value
-# compared (two full runs, about 12 minutes; CI runs it after `make test`).
+# Repeatability on one machine: one more synthetic run from empty folders, every published value
+# compared with the run `make test` saved for the same code and CPU (.repro/test-runs/; without one,
+# two runs are made). CI runs it after `make test`.
 test-repeat: $(STAMP)
 	$(BIN)/python -m pytest -m repeat tests/test_pipeline.py $(PYTEST_ARGS)
 

@@ -14,11 +14,12 @@
 # %% [markdown]
 # # 01 · Data acquisition
 #
-# Every file the book reads is listed in a manifest under `data_manifests/` with its upstream URL,
-# size, SHA-256, label, patient and licence. This notebook fetches the files of the chosen profile
-# (from the local mirror when `REPRO_DATA_MIRROR` is set, else from the upstream URL), verifies every
-# hash, and describes what we have. The `synthetic` profile instead generates procedural phantoms
-# with known labels and lesion masks (`reprolib.phantoms`).
+# Every file the book reads is listed in a manifest under `data_manifests/`, with its upstream URL,
+# size, SHA-256, label, patient and licence. This chapter fetches the files of the chosen profile,
+# verifies every one of them and describes what we have. The `synthetic` profile downloads nothing:
+# it generates procedural phantoms with known labels and lesion masks (`reprolib.phantoms`) and
+# checks them in the same way. Where the files come from and how they are verified is described in
+# the implementation notes (see {ref}`notes-data`).
 
 # %% tags=["parameters"]
 profile = "sample"
@@ -28,98 +29,62 @@ data_dir = None
 work_dir = None
 results_dir = None
 
-# %%
-import json
+# %% tags=["remove-input"]
 from pathlib import Path
 
-import pandas as pd
-
 from reprolib import book, config, data, figures, provenance
+from reprolib.figures import preprocessing as figs
 
 provenance.seed_everything(seed)
 nb = book.Notebook("01_data_acquisition", profile, results_dir)
 nb.banner()
-prof = config.load_profile(profile)
 work = Path(work_dir or config.work_dir(profile))
 work.mkdir(parents=True, exist_ok=True)
 
 # %% [markdown]
 # ## Fetch and verify
 #
-# The fetch copies (or downloads) each file to a temporary name, hashes it while writing and moves
-# it into the cache only when the SHA-256 matches the manifest; a cached file is re-hashed whenever
-# its size or modification time differ from its verification stamp.
+# A file is copied from the local mirror when `REPRO_DATA_MIRROR` is set, and downloaded from its
+# upstream URL otherwise. The copy goes to a temporary name and is hashed while it is written; it
+# moves into the cache only when its SHA-256 matches the manifest, so a partial or corrupt file is
+# never taken for a complete one. A cached file is hashed again whenever its size or modification
+# time differ from those recorded when it was verified.
 
 # %%
-records = []
-if profile == "synthetic":
-    from reprolib import phantoms
+acquired = data.acquire(profile, work, data_dir=data_dir, seed=seed)
 
-    ph = prof["data"]["phantoms"]
-    out = work / "synthetic_data"
-    records = phantoms.make_synthetic_dataset(
-        out, ct_count=ph["ct_count"], ct_shape=tuple(ph["ct_shape"]),
-        ct_spacing_mm=tuple(ph["ct_spacing_mm"]), cxr_per_class=ph["cxr_per_class"],
-        cxr_size=ph["cxr_size"], seed=seed)
-    for r in records:  # verify what was written, exactly as for downloads
-        p = out / r["path"]
-        digest = phantoms.directory_sha256(p)[0] if p.is_dir() else data.sha256_file(p)
-        assert digest == r["sha256"], r["path"]
-    book.atomic_write_text(work / "synthetic_records.json", json.dumps(records, indent=1))
-    table = (pd.DataFrame(records).groupby(["dataset", "role", "label"]).size()
-             .rename("files").reset_index())
-    n_files, n_bytes = len(records), sum(r["bytes"] for r in records)
-    nb.glue("n_patients", len({r["group"] for r in records}))
-else:
-    manifests = data.profile_manifests(profile)
-    report = data.fetch_profile(profile, data_dir=data_dir)
-    table = data.summary_table(manifests, data_dir)
-    n_files, n_bytes = report.n_files, report.n_bytes
-    nb.glue_timing("fetch_seconds", report.seconds, 1)
-    nb.glue("n_patients", int(table["patients"].sum()))
-nb.glue("n_files", n_files)
-nb.glue("n_megabytes", round(n_bytes / 1e6, 1))
-nb.glue_table("dataset_table", table)
-table
+# %% tags=["remove-input"]
+table = acquired.table  # phantoms: numbered rows (index not shown); real data: one row per dataset
+nb.glue_table("dataset_table", table, index=table.index.name is not None, floatfmt="{:.1f}")
+if acquired.seconds is not None:  # phantoms are generated, not fetched
+    nb.glue_timing("fetch_seconds", acquired.seconds, 1)
+for key, value in {"n_files": acquired.n_files, "n_megabytes": round(acquired.n_bytes / 1e6, 1),
+                   "n_patients": acquired.n_patients,
+                   "n_files_text": book.plural(acquired.n_files, "verified file"),
+                   "n_patients_text": book.plural(acquired.n_patients, "patient or subject",
+                                                  "patients or subjects")}.items():
+    nb.glue(key, value)
 
 # %% [markdown]
-# We have {glue:text}`n_files` verified files ({glue:text}`n_megabytes` MB) from
-# {glue:text}`n_patients` patients or subjects.
+# We have {glue:text}`n_files_text` ({glue:text}`n_megabytes:.1f` MB) from
+# {glue:text}`n_patients_text`.
 #
-# ```{glue:figure} dataset_table
+# :::{table} What this profile holds: for phantoms the files per dataset, role and class; for real data the files, size (MB), classes (with their files), patients, licence and verified files per dataset.
 # :name: tbl-datasets
-# Files, classes, patients, licence and verification status per dataset of this profile.
+# ```{glue:md} dataset_table
+# :format: myst
 # ```
+# :::
 
 # %% [markdown]
 # ## What the images look like
 
-# %%
-import numpy as np
-
+# %% tags=["hide-input"]
 if profile == "synthetic":
-    cxr = [r for r in records if r["role"] == "cxr_image"]
-    picks = []
-    for label in sorted({r["label"] for r in cxr}):
-        picks += [r for r in cxr if r["label"] == label][:2]
-    images = [figures.load_gray(out / r["path"]) for r in picks]
-    titles = [r["label"] for r in picks]
-    import nibabel as nib
-
-    cts = [r for r in records if r["role"] == "ct_nifti"][:4]
-    for r in cts:
-        vol = np.asanyarray(nib.load(out / r["path"]).dataobj)
-        images.append(np.rot90(np.clip(vol[:, :, vol.shape[2] // 2], -1200, 600)))
-        titles.append(f"CT {r['label']}")
+    images, titles = figs.synthetic_examples(acquired.records, acquired.root)
 else:
-    frame = data.entries_frame(manifests)
-    picks = []
-    for (ds, label), sub in frame[frame.role.isin(["cxr_image", "ct_png"])].groupby(["dataset", "label"]):
-        picks += list(sub.sort_values("url").head(2).itertuples())
-    images = [figures.load_gray(data.local_path(p, data_dir)) for p in picks]
-    titles = [f"{p.dataset}\n{p.label}" for p in picks]
-fig = figures.montage(images, titles, ncols=6)
-nb.glue_figure("montage", fig)
+    images, titles = figs.manifest_examples(acquired.manifests, data_dir)
+nb.glue_figure("montage", figures.montage(images, titles, ncols=6))
 
 # %% [markdown]
 # ```{glue:figure} montage
@@ -131,7 +96,8 @@ nb.glue_figure("montage", fig)
 # %% [markdown]
 # ## Caveats that shape the analysis
 #
-# These facts come from the data sources and the mirror's documentation; later chapters act on them.
+# These facts come from the data sources and the mirror's documentation; later chapters act on
+# them (see {ref}`notes-data` and {ref}`notes-deviations`).
 #
 # - **Age confound (chest X-ray).** The Kermany images are of children aged one to five; the COVID-19
 #   images (Hannover, Cohen) are of adults. A classifier can separate the classes by anatomy alone
@@ -150,5 +116,5 @@ nb.glue_figure("montage", fig)
 # - **No ImageNet weights offline.** The ResNet-50 file cannot be downloaded on machines without
 #   internet; chapter 07 says on its page whether it used them.
 
-# %%
+# %% tags=["remove-cell"]
 nb.finish()

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import config
+from .book import format_columns as book_format_columns
 
 __all__ = ["JOBS", "PAPER_SECONDS_PER_CT_GPU", "default_output", "plan", "run", "run_job", "summarize",
            "format_table", "load"]
@@ -636,3 +637,245 @@ def run_from_args(args) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+# --------------------------------------------------------------------------- the Performance chapter
+#: What the landing page and the report say instead of a quick benchmark's figure.
+NOT_MEASURED = "not measured in this build (run make bench, then rebuild the book)"
+#: The pipeline stages of :func:`job_pipeline`, in the order they run.
+PIPELINE_STAGES = ("read_nifti", "preprocess", "unet", "decovnet_input", "decovnet")
+
+
+def load_for_page(path: str | Path, quick_out: str | Path) -> tuple[dict[str, Any], str, bool]:
+    """The benchmark document the Performance chapter shows: ``(doc, source, ran_here)``.
+
+    ``path`` is read when it exists (``source`` is ``"full"``, or ``"quick"`` for a file written by
+    ``repro bench --quick``); otherwise the quick benchmark runs here, writes ``quick_out`` and
+    ``source`` is ``"quick"`` with ``ran_here`` true, printing nothing (the page states what it ran)."""
+    doc = load(path)
+    if doc is not None:
+        return doc, ("quick" if doc.get("quick") else "full"), False
+    doc = run(plan(quick=True), out=quick_out, quick=True, progress=False, echo=lambda line: None)
+    return doc, "quick", True
+
+
+def _rows(doc: dict[str, Any], job: str) -> list[dict[str, Any]]:
+    return [r for r in doc["rows"] if r["job"] == job]
+
+
+def on_gpu(doc: dict[str, Any], job: str | None = None) -> bool:
+    """Whether the network jobs of ``doc`` (or its ``job`` rows) ran on a CUDA device.
+
+    A job's ``device`` parameter decides (``auto`` means CUDA where the hardware record names a
+    GPU); jobs without one (preprocessing) and a GPU that was merely present do not count."""
+    gpu = (doc.get("hardware") or {}).get("gpu")
+    devices = [str(r.get("params", {}).get("device")) for r in doc["rows"]
+               if (job is None or r["job"] == job) and "device" in r.get("params", {})]
+    return bool(devices) and all(d.startswith("cuda") or (d == "auto" and bool(gpu)) for d in devices)
+
+
+def gpu_name(doc: dict[str, Any]) -> str | None:
+    """The GPU's name from the hardware record when the networks were measured on it, else ``None``."""
+    return ((doc.get("hardware") or {}).get("gpu") or None) if on_gpu(doc) else None
+
+
+def gpu_seconds_pipeline(doc: dict[str, Any]) -> float | None:
+    """Seconds of the whole CT pipeline per volume measured on a GPU by a full benchmark, else
+    ``None`` (no pipeline row, a CPU run, or a quick run: its tiny volume says nothing)."""
+    pipe = _rows(doc, "pipeline")
+    if doc.get("quick") or not pipe or not on_gpu(doc, "pipeline"):
+        return None
+    return float(pipe[-1]["seconds"]["total"])
+
+
+def device_label(doc: dict[str, Any], job: str) -> str:
+    """Where ``job`` ran, for a sentence or a plot title: ``"CPU, 2 threads"`` or ``"GPU, <name>"``."""
+    if on_gpu(doc, job):
+        return f"GPU, {(doc.get('hardware') or {}).get('gpu') or 'unnamed'}"
+    rows = _rows(doc, job)
+    threads = (rows[-1].get("params", {}) if rows else {}).get("threads", (doc.get("hardware") or {}).get("threads"))
+    return f"CPU, {threads} threads"
+
+
+def hardware_phrase(doc: dict[str, Any]) -> str:
+    """The machine in one phrase: CPU, logical cores, torch version, threads per job and GPU."""
+    hw = doc.get("hardware") or {}
+    return (f"{hw.get('cpu')} ({hw.get('cpu_count')} logical cores), torch {doc['packages'].get('torch')}, "
+            f"{hw.get('threads')} threads per job; GPU: {hw.get('gpu') or 'none'}")
+
+
+def sizes(doc: dict[str, Any]) -> dict[str, str]:
+    """The input sizes every figure of ``doc`` was measured at, as short phrases (width × height):
+    ``decovnet_slice`` (DeCoVNet slice, e.g. ``"224×336"``), ``unet_input`` and ``resnet_input``
+    (a U-Net slice and a ResNet-50 image, ``"512×512"``), ``pre_shape`` and ``pipe_shape`` (volumes as
+    width×height×slices), ``pre_spacing`` (their slice spacing) and ``pipe_slice`` (in-plane size of
+    the pipeline's slices). Jobs missing from ``doc`` are left out."""
+    out: dict[str, str] = {}
+    dec = _rows(doc, "decovnet")
+    if dec:
+        out["decovnet_slice"] = "×".join(map(str, dec[-1]["input"][3:]))
+    for job in ("unet", "resnet50"):
+        for r in _rows(doc, job)[-1:]:
+            out["unet_input" if job == "unet" else "resnet_input"] = f"{r['size']}×{r['size']}"
+    for job, key in (("preprocess", "pre"), ("pipeline", "pipe")):
+        for r in _rows(doc, job)[-1:]:
+            out[f"{key}_shape"] = "×".join(map(str, r["shape"][::-1]))
+            out[f"{key}_spacing"] = f"{r['spacing_mm'][0]:g} mm"
+            out[f"{key}_slice"] = "×".join(map(str, r["shape"][1:][::-1]))
+    return out
+
+
+def headline_forward(doc: dict[str, Any], source: str) -> str:
+    """DeCoVNet's forward pass at the largest T for other pages, with where and at what size it
+    was measured; :data:`NOT_MEASURED` for a quick benchmark (its tiny input says nothing)."""
+    if source == "quick" or "decovnet" not in doc.get("summary", {}):
+        return NOT_MEASURED
+    d = doc["summary"]["decovnet"]
+    fast = (f"{d['fast_seconds']:.2f} s {d['fastest_exact_variant']}" if d["fastest_exact_variant"]
+            else "no fast variant within tolerance")
+    return (f"{d['eager_seconds']:.2f} s eager, {fast} ({device_label(doc, 'decovnet')}, "
+            f"T = {d['T']} slices of {sizes(doc)['decovnet_slice']})")
+
+
+def headline_pipeline(doc: dict[str, Any], source: str) -> str:
+    """The whole CT pipeline per volume for other pages, with where it ran, the number of slices
+    and their size; :data:`NOT_MEASURED` for a quick benchmark."""
+    pipe = _rows(doc, "pipeline")
+    if source == "quick" or not pipe:
+        return NOT_MEASURED
+    s = pipe[-1]["seconds"]
+    return (f"{s['total']:.1f} s for {pipe[-1]['slices_1mm']} slices of {sizes(doc)['pipe_slice']} "
+            f"({device_label(doc, 'pipeline')}; U-Net {100 * s['unet'] / s['total']:.0f} %)")
+
+
+def source_phrase(doc: dict[str, Any], source: str, path: str | Path, ran_here: bool,
+                  build_commit: str | None = None) -> str:
+    """Where the page's figures come from, as a Markdown phrase: the benchmark file by name (never
+    its full path), when and at which commit it was written, or the quick run of this build."""
+    name = Path(path).name
+    if ran_here:
+        return f"the quick benchmark this page ran itself, because no `{name}` was found"
+    commit = (doc.get("git") or {}).get("commit") or "?"
+    made = f"`{name}`, written by `repro bench{' --quick' if source == 'quick' else ''}` on {doc['created'][:10]} " \
+           f"at commit `{commit[:12]}`"
+    return made + ("" if commit == build_commit else f" (this book: `{(build_commit or '?')[:12]}`)")
+
+
+def quick_banner(source: str, path: str | Path, ran_here: bool) -> str:
+    """The warning shown above every figure of a quick benchmark (empty for a full one)."""
+    if source != "quick":
+        return ""
+    why = (f"No benchmark JSON was found (`{Path(path).name}`, which `make bench` writes; `REPRO_BENCH_JSON` "
+           "may name another file), so this page ran the *quick* benchmark itself" if ran_here else
+           f"The benchmark JSON (`{Path(path).name}`) holds a *quick* run (`repro bench --quick`)")
+    return (":::{admonition} Quick benchmark\n:class: warning\n" + why + ": tiny inputs, stated beside each "
+            "figure, one repeat, no book rebuild. Its times describe nothing but the code path; the targets "
+            "below apply to the full benchmark, and no figure of it reaches the landing page, the report or "
+            "the claims ledger. Run `make bench`, then rebuild the book.\n:::")
+
+
+def gpu_note(doc: dict[str, Any]) -> str:
+    """Whether the figures above are GPU figures, as a Markdown sentence for the page's GPU section."""
+    if on_gpu(doc):
+        return "The network and pipeline figures above were measured on it."
+    return ("Every figure above is a CPU figure. `repro bench --device cuda` on a machine with a GPU "
+            "measures the same jobs there, and this page then names the GPU.")
+
+
+def _eager_first(seconds: dict[str, float]) -> list[tuple[str, float]]:
+    return sorted(seconds.items(), key=lambda kv: kv[0] != "eager")
+
+
+def decovnet_frame(doc: dict[str, Any]):
+    """One row per DeCoVNet depth and variant: T, variant, median seconds, ratio to eager, GMAC,
+    achieved GFLOP/s (2 FLOP per MAC), max |Δ logit| to eager fp32, peak RSS and threads."""
+    import pandas as pd
+
+    rows = [{"T": r["T"], "variant": v, "seconds": t, "× eager": t / r["seconds"]["eager"], "GMAC": r["macs"] / 1e9,
+             "GFLOP/s": _gflops(r["macs"], t), "max |Δ logit|": r["max_abs_diff"].get(v, 0.0),
+             "peak RSS (MB)": r.get("peak_rss_MB"), "threads": r.get("params", {}).get("threads")}
+            for r in _rows(doc, "decovnet") for v, t in _eager_first(r["seconds"])]
+    return pd.DataFrame(rows, columns=["T", "variant", "seconds", "× eager", "GMAC", "GFLOP/s", "max |Δ logit|",
+                                       "peak RSS (MB)", "threads"])
+
+
+#: Display precision of the DeCoVNet table (the page's sentences use the same).
+DECOVNET_FORMATS = {"seconds": "{:.2f}", "× eager": "{:.2f}", "GMAC": "{:.1f}", "GFLOP/s": "{:.1f}",
+                    "max |Δ logit|": "{:.1e}", "peak RSS (MB)": "{:.0f}"}
+
+
+def decovnet_table(doc: dict[str, Any]):
+    """:func:`decovnet_frame` for the page: indexed by (T, variant), each column at its precision."""
+    return book_format_columns(decovnet_frame(doc), DECOVNET_FORMATS).set_index(["T", "variant"])
+
+
+def nets_frame(doc: dict[str, Any]):
+    """One row per network (U-Net, ResNet-50) and variant: input, seconds per item, items per
+    second, GMAC and GFLOP/s per item, max |Δ| to eager and the batch."""
+    import pandas as pd
+
+    names = {"unet": "lung U-Net", "resnet50": "CXR ResNet-50"}
+    rows = [{"network": names[r["job"]], "input": f"{r['size']}×{r['size']} {r['per']}", "variant": v,
+             "seconds per item": t, "items/s": 1 / t, "GMAC": r["macs"] / 1e9, "GFLOP/s": _gflops(r["macs"], t),
+             "max |Δ|": r["max_abs_diff"].get(v, 0.0), "batch": r["batch"]}
+            for r in doc["rows"] if r["job"] in names for v, t in _eager_first(r["seconds"])]
+    return pd.DataFrame(rows, columns=["network", "input", "variant", "seconds per item", "items/s", "GMAC",
+                                       "GFLOP/s", "max |Δ|", "batch"])
+
+
+#: Display precision of the U-Net / ResNet-50 table.
+NETS_FORMATS = {"seconds per item": "{:.4f}", "items/s": "{:.1f}", "GMAC": "{:.2f}", "GFLOP/s": "{:.1f}",
+                "max |Δ|": "{:.1e}"}
+
+
+def nets_table(doc: dict[str, Any]):
+    """:func:`nets_frame` for the page: indexed by (network, variant), each column at its precision."""
+    return book_format_columns(nets_frame(doc), NETS_FORMATS).set_index(["network", "variant"])
+
+
+def preprocess_verdict(doc: dict[str, Any]) -> str:
+    """The preprocessing targets, met or not: ``"time met, memory not met"``."""
+    p = doc["summary"]["preprocess"]
+    return f"time {'met' if p['met_seconds'] else 'not met'}, memory {'met' if p['met_rss'] else 'not met'}"
+
+
+def pipeline_stages(doc: dict[str, Any]):
+    """Seconds of each stage of the (last) pipeline row, in pipeline order (a pandas Series)."""
+    import pandas as pd
+
+    pipe = _rows(doc, "pipeline")
+    secs = pipe[-1]["seconds"] if pipe else {}
+    return pd.Series({k: float(secs[k]) for k in PIPELINE_STAGES if k in secs}, name="seconds", dtype=float)
+
+
+def rebuild_frame(doc: dict[str, Any]):
+    """The book's rebuild, rows ``cold`` and ``cached``: notebook seconds, HTML seconds, total and
+    notebooks executed; missing values (NaN) when the benchmark did not measure it."""
+    import pandas as pd
+
+    cols = ["notebooks (s)", "HTML (s)", "total (s)", "notebooks executed"]
+    measured = [r for r in _rows(doc, "book") if "cold_seconds" in r]
+    if not measured:
+        return pd.DataFrame(float("nan"), index=pd.Index(["cold", "cached"], name="build"), columns=cols)
+    b = measured[-1]
+    return pd.DataFrame([[b["recorded"]["cold_seconds"], b["html_cold_seconds"], b["cold_seconds"],
+                          b["recorded"]["notebooks"]],
+                         [b["cached_run_seconds"], b["html_cached_seconds"], b["cached_seconds"],
+                          b["cached_executed"]]], index=pd.Index(["cold", "cached"], name="build"), columns=cols)
+
+
+def rebuild_table(doc: dict[str, Any]):
+    """:func:`rebuild_frame` for the page: seconds to 0.1 s, whole notebooks."""
+    return book_format_columns(rebuild_frame(doc), {"notebooks (s)": "{:.1f}", "HTML (s)": "{:.1f}",
+                                               "total (s)": "{:.1f}", "notebooks executed": "{:.0f}"})
+
+
+def rebuild_phrase(doc: dict[str, Any]) -> str:
+    """Which book the rebuild was measured on (Markdown), or why it was not."""
+    measured = [r for r in _rows(doc, "book") if "cold_seconds" in r]
+    if measured:
+        b = measured[-1]
+        return (f"measured on the `{b['profile']}` book, {b['recorded']['notebooks']} notebooks, of which the "
+                f"cached `repro run` skipped {b['cached_skipped']}")
+    why = next((r["skipped"] for r in _rows(doc, "book") if "skipped" in r), "quick run or `--no-book`")
+    return f"not measured by this benchmark ({why})"

@@ -14,11 +14,12 @@ Use from a notebook::
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from . import config
 from .files import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported for notebooks)
@@ -56,6 +57,53 @@ def banner_markdown(profile: str) -> str:
     """The profile banner as a MyST admonition (rendered on every page built from ``profile``)."""
     kind, title, text = BANNERS[config.check_profile(profile)]
     return f":::{{admonition}} {title}\n:class: {kind}\n{text}\n:::\n"
+
+
+def _cell(value: Any, floatfmt: str) -> str:
+    """One table cell as Markdown: no ``nan``/``None`` (an en dash), no raw pipes or newlines."""
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return floatfmt.format(value)
+    if isinstance(value, (list, tuple)):
+        value = "×".join(map(str, value))
+    text = str(value)
+    if text in ("nan", "NaN", "None", "<NA>", "NaT"):
+        return "–"
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def format_columns(df, formats: "Mapping[str, str]"):
+    """A copy of ``df`` in which each column named in ``formats`` holds text: ``formats`` maps a
+    column to a :meth:`str.format` pattern (``{"seconds": "{:.2f}"}``), missing values (None, NaN)
+    read "–". Columns not named, and names not in ``df``, are left alone."""
+    out = df.copy()
+    for col, fmt in formats.items():
+        if col in out.columns:
+            out[col] = [_cell(v, fmt) if _cell(v, fmt) == "–" else fmt.format(v) for v in out[col].tolist()]
+    return out
+
+
+def markdown_table(df, index: bool = True, floatfmt: str = "{:.3f}") -> str:
+    """A pandas DataFrame as a MyST pipe table (index as the first column when ``index``).
+
+    Missing values read "–"; floats use ``floatfmt``; the result is meant for
+    ``{glue:md}`` inside a ``{table}`` directive, which numbers and captions it as a table."""
+    frame = df.reset_index() if index else df
+    header = [_cell(c, floatfmt) if not isinstance(c, str) else c.replace("|", "\\|") for c in frame.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(_cell(v, floatfmt) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plural(n: int, noun: str, plural_form: str | None = None) -> str:
+    """``"1 volume"``, ``"3 volumes"``: a count with its noun in the right number."""
+    return f"{n:,} {noun if n == 1 else (plural_form or noun + 's')}"
 
 
 def to_jsonable(value: Any) -> Any:
@@ -145,14 +193,20 @@ class Notebook:
         """Glue a wall time in seconds (recorded under ``timings``)."""
         return self.glue(key, round(float(seconds), digits), timing=True)
 
-    def glue_table(self, key: str, df, display: bool = False, record: bool = True):
-        """Glue a pandas DataFrame (rendered as HTML) and record its columns.
+    def glue_table(self, key: str, df, display: bool = False, record: bool = True, index: bool = True,
+                   floatfmt: str = "{:.3f}", formats: "Mapping[str, str] | None" = None):
+        """Glue a pandas DataFrame as a Markdown table and record its columns (unformatted).
 
-        Columns named in :data:`MEASURED_COLUMNS` (times, memory peaks: they differ between
+        The page shows it with ``{glue:md}`` inside a ``{table}`` directive (a numbered, captioned
+        table that scrolls when wide); floats use ``floatfmt`` unless ``formats`` gives their column
+        its own pattern (:func:`format_columns`), so that a table and the prose round one quantity
+        alike. Columns named in :data:`MEASURED_COLUMNS` (times, memory peaks: they differ between
         runs) are recorded under ``timings`` (as ``<key>``), the others under ``values``."""
+        from IPython.display import Markdown
         from myst_nb import glue
 
-        glue(key, df, display=display)
+        shown = format_columns(df, formats) if formats else df
+        glue(key, Markdown(markdown_table(shown, index=index, floatfmt=floatfmt)), display=display)
         if record:
             cols = df.reset_index().to_dict(orient="list")
             measured = {c: v for c, v in cols.items() if c in MEASURED_COLUMNS}
@@ -160,6 +214,13 @@ class Notebook:
             if measured:
                 self.record(key, measured, timing=True)
         return df
+
+    @contextlib.contextmanager
+    def timer(self, key: str, digits: int = 2):
+        """``with nb.timer("train_seconds"): ...`` glues the block's wall time (:meth:`glue_timing`)."""
+        t0 = time.perf_counter()
+        yield
+        self.glue_timing(key, time.perf_counter() - t0, digits)
 
     def glue_figure(self, key: str, fig, display: bool = False) -> None:
         """Glue a matplotlib figure for ``{glue:figure}`` and close it."""
@@ -179,8 +240,8 @@ class Notebook:
         self.record(key, text, timing=timing)
 
     def finish(self) -> float:
-        """Print and glue this notebook's wall time in seconds; return it."""
+        """Glue this notebook's wall time in seconds (recorded with the timings; the page's
+        "Reproduce this page" box and the provenance page show the runner's record); return it."""
         wall = time.perf_counter() - self._t0
-        print(f"{self.name}: wall time {wall:.1f} s ({self.profile} profile)")
         self.glue_timing("wall_time_s", wall)
         return wall

@@ -2,6 +2,7 @@
 
     repro run --profile P [--only NN] [--from NN] [--force]
     repro book [--profile P]
+    repro publish [--profile P] [--build] [--remote origin] [--branch gh-pages] [--no-push]
     repro data fetch|verify --profile P
     repro data build-manifests --index PATH
     repro predict ct PATH | repro predict cxr IMAGE  [--profile P] [--out DIR]
@@ -46,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("book", help="build the HTML book from the last successful run")
     _profile_arg(p)
     p.add_argument("--builder", default="html")
+
+    p = sub.add_parser("publish", help="commit the built book to a gh-pages branch and push it (ghp-import)")
+    _profile_arg(p)
+    p.add_argument("--build", action="store_true", help="run the notebooks and build the book first")
+    p.add_argument("--remote", default="origin")
+    p.add_argument("--branch", default="gh-pages")
+    p.add_argument("--no-push", action="store_true", help="commit the branch locally only")
 
     p = sub.add_parser("data", help="fetch, verify or rebuild data manifests")
     dsub = p.add_subparsers(dest="data_command", required=True)
@@ -218,6 +226,21 @@ def _cmd_book(args) -> int:
     return runner.build_book(builder=args.builder)
 
 
+def _cmd_publish(args) -> int:
+    from . import publish, runner
+
+    if args.build:
+        if not runner.run(args.profile).ok:
+            return 1
+        runner.prepare_book(args.profile)
+        if runner.build_book() != 0:
+            return 1
+    commit = publish.publish(remote=args.remote, branch=args.branch, push=not args.no_push)
+    where = "committed" if args.no_push else f"pushed to {args.remote}"
+    print(f"book {where}: branch {args.branch} at {commit[:12]}")
+    return 0
+
+
 def _cmd_data(args) -> int:
     from . import data
 
@@ -247,7 +270,7 @@ def _cmd_data(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "book": _cmd_book, "data": _cmd_data, "predict": _cmd_predict,
+    handlers = {"run": _cmd_run, "book": _cmd_book, "publish": _cmd_publish, "data": _cmd_data, "predict": _cmd_predict,
                 "serve": _cmd_serve, "retrain": _cmd_retrain, "train": _cmd_train,
                 "bench": _cmd_bench}
     try:

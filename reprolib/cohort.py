@@ -376,6 +376,49 @@ def real_classifier_cohort(index: pd.DataFrame, unet: Any, hw: tuple[int, int] =
     return items, pd.DataFrame(rows)
 
 
+def build_classifier_cohort(profile_settings: dict[str, Any], seed: int, work: str | Path
+                            ) -> tuple[list[tuple[np.ndarray, int, str]], pd.DataFrame,
+                                       list[tuple[np.ndarray, np.ndarray]], str]:
+    """The classifier cohort of a profile (notebook 04), saved as ``work/classifier_cohort.npz``.
+
+    ``classifier.cohort: phantoms`` builds :func:`synthetic_classifier_cohort` in memory and holds
+    out its last ``n_test`` volumes (one fold); ``preprocessed`` takes notebook 02's volumes with
+    notebook 03's U-Net masks (:func:`real_classifier_cohort`) and patient-level folds
+    (:func:`patient_folds`, ``classifier.folds``; null = leave one patient out).
+
+    Returns ``(items, cases, folds, note)``; ``note`` describes the cohort in one phrase.
+    """
+    from . import models, train
+    from .book import plural
+
+    C = profile_settings["classifier"]
+    work = Path(work)
+    hw, z_step = tuple(C["hw"]), int(C["z_step"])
+    if C["cohort"] == "phantoms":
+        items, cases = synthetic_classifier_cohort(
+            C["n"], seed, shape=tuple(C["shape"]), spacing_mm=tuple(C["spacing_mm"]),
+            finding_scale=C["finding_scale"], hw=hw, z_step=z_step,
+            preprocess_params=profile_settings.get("preprocess", {}), workers=C.get("workers", 1))
+        n = len(items)
+        folds = [(np.arange(n - C["n_test"]), np.arange(n - C["n_test"], n))]
+        cases["group"] = cases["case_id"]
+        note = (f"{plural(n, 'phantom')} built in memory ({C['n_test']} held out), findings scaled "
+                f"×{C['finding_scale']}, pseudo-label lung masks")
+    else:
+        pointer = json.loads((work / "unet_checkpoint.json").read_text())
+        unet = models.UNet2D()
+        train.load_checkpoint(pointer["path"], expected_sha256=pointer["sha256"], model=unet)
+        index = load_index(work / "ct_index.json")
+        items, cases = real_classifier_cohort(index, unet, hw, z_step,
+                                              unet_size=tuple(pointer["size"]) if pointer["size"] else None)
+        used = cases[cases.used].reset_index(drop=True)
+        folds = patient_folds(used.group, used.label, C["folds"], seed)
+        note = (f"{plural(len(items), 'real volume')} of {plural(used.group.nunique(), 'patient')} with U-Net "
+                f"lung masks, {plural(len(folds), 'patient-level fold')}")
+    save_classifier_cohort(work / "classifier_cohort.npz", items, cases, folds)
+    return items, cases, folds, note
+
+
 _ARRAY_COLUMNS = ("lesion", "lung_full")  # per-case uint8 arrays, stored beside the JSON table
 
 
@@ -431,3 +474,114 @@ def load_classifier_cohort(path: str | Path) -> tuple[list[tuple[np.ndarray, int
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(path, f"missing or unreadable classifier cohort ({exc}); rerun notebook 04") from exc
     return items, table, folds
+
+
+# ------------------------------------------------------------ chapter tables (notebooks 02 and 03)
+#: Columns of the per-volume table of notebook 02 (:func:`volume_table`).
+VOLUME_COLUMNS = ["case_id", "label", "kind", "shape", "spacing_mm", "min", "median", "max", "T0",
+                  "lung_ml", "qc_ok", "seconds", "peak_MB", "copies", "step_copies"]
+
+
+def volume_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Notebook 02's table of every volume, indexed by ``case_id``.
+
+    From a :func:`preprocess_cohort` table: label, reader, native shape (S×H×W), spacing (mm),
+    HU min / median / max, ``T0`` (slices at 1 mm), pseudo-label lung volume (ml), QC result,
+    wall time (s), whole-call peak (MB, one decimal) and in copies, and the largest per-step
+    peak (copies). Numbers rounded to two decimals, except the peak in MB."""
+    show = table[VOLUME_COLUMNS].round(2)
+    show["peak_MB"] = table["peak_MB"].round(1)
+    return show.set_index("case_id")
+
+
+def qc_failed_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The volumes of a :func:`preprocess_cohort` table whose pseudo-label failed QC (or that
+    have no HU), indexed by ``case_id``: label, lung volume (ml, unrounded) and QC flags."""
+    return table.loc[~table.qc_ok, ["case_id", "label", "lung_ml", "flags"]].set_index("case_id")
+
+
+def phantom_lungs_1mm(lung_mask: str | Path, n_slices: int) -> np.ndarray:
+    """A phantom's exact lung mask on the 1 mm grid of its preprocessed CT.
+
+    Reads the NIfTI mask (same orientation as the CT), binarises it (> 0) and resamples it
+    along z by ``n_slices / S`` (nearest, :func:`reprolib.preprocess.resample_mask_z`), cut to
+    ``n_slices``. Returns (``n_slices``, H, W) uint8 in {0, 1}."""
+    from . import io, preprocess
+
+    truth = (io.read_nifti(lung_mask).hu > 0).astype(np.uint8)
+    return preprocess.resample_mask_z(truth, n_slices / truth.shape[0])[:n_slices]
+
+
+def pseudo_label_dice(table: pd.DataFrame) -> np.ndarray:
+    """Dice of every phantom's pseudo-label against its exact lungs (:func:`phantom_lungs_1mm`).
+
+    ``table`` is a :func:`preprocess_cohort` table of the synthetic profile (columns ``npz``
+    and ``lung_mask``); returns one Dice per row, in row order."""
+    out = []
+    for row in table.itertuples():
+        res = load_preprocessed(row.npz)
+        out.append(dice(res["lung_mask"], phantom_lungs_1mm(row.lung_mask, res["ct_u8"].shape[0])))
+    return np.asarray(out, dtype=float)
+
+
+def unet_holdout(index: pd.DataFrame, holdout: str | float | int, seed: int = 0
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split notebook 02's volumes for the U-Net by patient: ``(train, held_out)``.
+
+    Only volumes with HU and a pseudo-label that passed QC are used. ``holdout`` is
+    ``"split"`` (the manifest's test split is held out), a number of patients (≥ 1) or a
+    fraction of the usable volumes (< 1, at least one patient), the patients drawn with
+    ``numpy.random.default_rng(seed)``. Raises AssertionError if a patient is on both sides."""
+    usable = index[index.is_hu & index.qc_ok].reset_index(drop=True)
+    if holdout == "split":
+        held = usable[usable.split == "test"]
+    else:
+        n_hold = holdout if holdout >= 1 else max(1, round(holdout * len(usable)))
+        rng = np.random.default_rng(seed)
+        patients = sorted(usable.group.unique())
+        held_patients = set(rng.choice(patients, size=int(n_hold), replace=False).tolist())
+        held = usable[usable.group.isin(held_patients)]
+    train = usable[~usable.case_id.isin(held.case_id)]
+    assert not set(train.group) & set(held.group), "patient leak between U-Net train and test"
+    return train, held
+
+
+def unet_split_table(train: pd.DataFrame, held: pd.DataFrame) -> pd.DataFrame:
+    """Notebook 03's split table, indexed by ``case_id``: label, role ("train" / "held out"),
+    ``T0`` and pseudo-label lung volume (ml), rounded to one decimal."""
+    both = pd.concat([train.assign(role="train"), held.assign(role="held out")])
+    return both[["case_id", "label", "role", "T0", "lung_ml"]].set_index("case_id").round(1)
+
+
+def score_unet(unet: Any, held: pd.DataFrame, size: tuple[int, int] | None = None, exact_lungs: bool = False,
+               batch: int = 8) -> tuple[pd.DataFrame, list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]:
+    """Segment every held-out volume with the U-Net and compare with its pseudo-label.
+
+    For each row of ``held`` (columns ``case_id``, ``npz``; ``lung_mask`` when ``exact_lungs``)
+    the windowed 1 mm CT goes through :func:`reprolib.train.segment_volume` (``batch`` slices
+    at a time, working size ``size``). Returns ``(scores, shown)``: ``scores`` indexed by
+    ``case_id`` with ``slices``, ``Dice`` and ``IoU`` against the pseudo-label (lung > 0),
+    ``seconds`` (wall time of the segmentation) and ``seconds_per_slice``, plus
+    ``Dice vs exact lungs`` (:func:`phantom_lungs_1mm`) when ``exact_lungs``; ``shown`` holds
+    ``(case_id, ct_u8, pseudo, pred)`` per volume, arrays (T, H, W) uint8."""
+    from . import train
+
+    rows, shown = [], []
+    for row in held.itertuples():
+        pre = load_preprocessed(row.npz)
+        t0 = time.perf_counter()
+        pred = train.segment_volume(unet, pre["ct_u8"], batch=batch, size=size)
+        seconds = time.perf_counter() - t0
+        pseudo = pre["lung_mask"]
+        inter = np.logical_and(pred > 0, pseudo > 0).sum()
+        union = np.logical_or(pred > 0, pseudo > 0).sum()
+        r = {"case_id": row.case_id, "slices": pred.shape[0], "Dice": dice(pred, pseudo),
+             "IoU": float(inter / union) if union else 1.0, "seconds": seconds,
+             "seconds_per_slice": seconds / pred.shape[0]}
+        if exact_lungs:
+            r["Dice vs exact lungs"] = dice(pred, phantom_lungs_1mm(row.lung_mask, pred.shape[0]))
+        rows.append(r)
+        shown.append((row.case_id, pre["ct_u8"], pseudo, pred))
+    cols = ["case_id", "slices", "Dice", "IoU", "seconds", "seconds_per_slice"] + \
+        (["Dice vs exact lungs"] if exact_lungs else [])
+    return pd.DataFrame(rows, columns=cols).set_index("case_id"), shown

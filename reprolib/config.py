@@ -101,3 +101,10 @@ def work_dir(profile: str) -> Path:
 def results_dir(profile: str) -> Path:
     """Where each notebook's glued values are written as JSON."""
     return _env_path("REPRO_RESULTS_DIR", project_root() / "results") / check_profile(profile)
+
+
+def calibration_json() -> Path:
+    """The spread of the synthetic profile's trained values over seeds and instruction sets
+    (``tests/expected/calibration.json``, written by ``tests/expected/calibrate.py``; absent in an
+    installed package)."""
+    return project_root() / "tests" / "expected" / "calibration.json"

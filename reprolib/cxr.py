@@ -1239,6 +1239,23 @@ def records_frame(records: Sequence[CXRRecord]):
                           "source": r.source, "split": r.split, "copy": r.copy} for r in records])
 
 
+def removal_summary(external: Sequence[CXRRecord], pairs: Sequence[tuple[Any, Any, int]]
+                    ) -> tuple[list[CXRRecord], "pd.DataFrame", "pd.DataFrame"]:
+    """What de-duplication leaves of ``external``: ``pairs`` are :func:`find_duplicates`' near-copy
+    pairs ``(external path, development path, distance)``.
+
+    Returns ``(kept records, table per label of images before / removed / kept, records frame)``.
+    """
+    dup_paths = {str(c) for c, _, _ in pairs}
+    kept = [r for r in external if str(r.path) not in dup_paths]
+    frame = records_frame(external)
+    removed = frame[frame.path.astype(str).isin(dup_paths)].groupby("label").size()
+    table = (frame.groupby("label").size().rename("before").to_frame()
+             .join(removed.rename("removed")).fillna(0).astype(int))
+    table["kept"] = table.before - table.removed
+    return kept, table, frame
+
+
 def subsample_per_class(records: Sequence[CXRRecord], per_class: int | None, seed: int = 0) -> list[CXRRecord]:
     """At most ``per_class`` records of each class, drawn with ``seed`` (order kept); ``None`` keeps all."""
     if per_class is None:
@@ -1253,10 +1270,15 @@ def subsample_per_class(records: Sequence[CXRRecord], per_class: int | None, see
     return [r for i, r in enumerate(records) if i in keep]
 
 
+#: The seed paper's COVID-19-only contrast augmentation: factor range and probability.
+CONTRAST_RANGE = (0.5, 1.9)
+CONTRAST_P = 0.5
+
+
 def fit_cxr(train_records: Sequence[CXRRecord], *, size: int = 350, epochs: int = 15, batch: int = 16,
             weights: str = "none", freeze_until: str | None = "layer3",
             lrs: Sequence[float] = (1e-4, 1e-3, 1e-2), seed: int = 0, device: str = "cpu",
-            progress: bool = True, contrast_p: float = 0.5, contrast: tuple[float, float] = (0.5, 1.9),
+            progress: bool = True, contrast_p: float = CONTRAST_P, contrast: tuple[float, float] = CONTRAST_RANGE,
             ) -> tuple[nn.Module, list[float]]:
     """Train the paper's classifier: ResNet-50, 4-way head, frozen lower layers, discriminative
     learning rates (Adam, one group per stage chunk), COVID-only contrast augmentation.

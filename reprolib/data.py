@@ -308,6 +308,13 @@ def _download_chunks(url: str, timeout: float, retries: int) -> Iterator[bytes]:
         yield from resp.iter_content(CHUNK)
 
 
+def fetch_role(profile: str, dataset: str, role: str, data_dir: str | Path | None = None) -> list[Path]:
+    """Fetch (verified) every file of ``dataset`` with ``role`` in ``profile``'s manifests; ``[]``
+    when the profile does not use that dataset (e.g. the synthetic profile, which fetches nothing)."""
+    found = [m for m in profile_manifests(profile) if m.dataset == dataset]
+    return [fetch(e, data_dir=data_dir) for m in found for e in m.by_role(role)]
+
+
 def fetch(entry: FileEntry, data_dir: str | Path | None = None, mirror: str | Path | None = None,
           download: bool = True, timeout: float = 60.0, retries: int = 3,
           progress: bool = False) -> Path:
@@ -554,3 +561,62 @@ def ct_cases(profile: str, data_dir: str | Path | None = None, work_dir: str | P
                              "path": str(dirs.pop()), "kind": "png" if files[0].role == "ct_png" else "dicom",
                              "n_files": len(files)})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- acquisition (notebook 01)
+@dataclass
+class Acquisition:
+    """What :func:`acquire` fetched (or generated) and verified for one profile.
+
+    ``table``: one row per dataset (real profiles, :func:`summary_table`, indexed by dataset) or
+    per (dataset, role, label) with its ``files`` count (synthetic profile, numbered rows);
+    ``n_files`` and ``n_bytes`` over all files; ``n_patients`` distinct patients or subjects;
+    ``seconds``: wall time of the fetch (None for phantoms); ``records`` and ``root``: the
+    phantoms' records (:func:`reprolib.phantoms.make_synthetic_dataset`) and their folder;
+    ``manifests``: the profile's manifests (empty for phantoms)."""
+
+    table: Any
+    n_files: int
+    n_bytes: int
+    n_patients: int
+    seconds: float | None = None
+    records: list[dict] = field(default_factory=list)
+    root: Path | None = None
+    manifests: list[Manifest] = field(default_factory=list)
+
+
+def acquire(profile: str, work_dir: str | Path, data_dir: str | Path | None = None, seed: int = 0) -> Acquisition:
+    """Notebook 01's data step: every file of ``profile``, verified.
+
+    Real profiles: :func:`fetch_profile` (mirror or download, SHA-256 checked) and
+    :func:`summary_table`. Synthetic profile: the phantoms of the profile's ``data.phantoms``
+    settings are written to ``<work_dir>/synthetic_data``, every file (or DICOM folder) is
+    re-hashed against its record exactly as a download would be, and the records are saved as
+    ``<work_dir>/synthetic_records.json`` for the later notebooks (:func:`synthetic_records`).
+    A digest that differs raises :class:`reprolib.errors.ChecksumError`."""
+    import pandas as pd
+
+    if profile == "synthetic":
+        from . import phantoms
+
+        ph = config.load_profile(profile)["data"]["phantoms"]
+        out = Path(work_dir) / "synthetic_data"
+        records = phantoms.make_synthetic_dataset(
+            out, ct_count=ph["ct_count"], ct_shape=tuple(ph["ct_shape"]),
+            ct_spacing_mm=tuple(ph["ct_spacing_mm"]), cxr_per_class=ph["cxr_per_class"],
+            cxr_size=ph["cxr_size"], seed=seed)
+        for r in records:
+            p = out / r["path"]
+            digest = phantoms.directory_sha256(p)[0] if p.is_dir() else sha256_file(p)
+            if digest != r["sha256"]:
+                raise ChecksumError(p, r["sha256"], digest)
+        atomic_write_text(Path(work_dir) / "synthetic_records.json", json.dumps(records, indent=1))
+        table = (pd.DataFrame(records).groupby(["dataset", "role", "label"]).size()
+                 .rename("files").reset_index())
+        return Acquisition(table=table, n_files=len(records), n_bytes=sum(r["bytes"] for r in records),
+                           n_patients=len({r["group"] for r in records}), records=records, root=out)
+    manifests = profile_manifests(profile)
+    report = fetch_profile(profile, data_dir=data_dir)
+    table = summary_table(manifests, data_dir)
+    return Acquisition(table=table, n_files=report.n_files, n_bytes=report.n_bytes,
+                       n_patients=int(table["patients"].sum()), seconds=report.seconds, manifests=manifests)

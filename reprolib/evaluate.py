@@ -41,6 +41,9 @@ __all__ = [
     "youden_point",
     "confusion",
     "per_class_report",
+    "f1_intervals",
+    "learned",
+    "learned_multiclass",
     "read_released_predictions",
     "read_id_list",
     "parse_volume_id",
@@ -509,7 +512,100 @@ def binary_report(y, p, n_boot: int = 2000, seed: int = 0, *, threshold: float =
             out[k] = nan
         out["roc_curve"] = {"fpr": [], "tpr": []}
         out["pr_curve"] = {"precision": [], "recall": []}
+    for rate, (k, n) in {"accuracy": (out["tp"] + out["tn"], out["n"]), "sensitivity": (out["tp"], out["n_pos"]),
+                         "specificity": (out["tn"], out["n_neg"])}.items():
+        out[f"{rate}_ci_lo"], out[f"{rate}_ci_hi"] = wilson_ci(k, n, alpha)
     out["bootstrap"] = {"n_boot": int(n_boot), "seed": int(seed), "alpha": float(alpha), "unit": "volume"}
+    return out
+
+
+#: Held-out probabilities that spread less than this (max - min) did not separate anything.
+MIN_SCORE_SPREAD = 0.2
+
+
+def learned(p, auc_ci_lo: float, min_spread: float = MIN_SCORE_SPREAD) -> tuple[bool, str]:
+    """Whether a binary classifier's held-out scores show that it learned.
+
+    Not learned when the lower end of its ROC AUC's 95 % interval is at or below 0.5 (the
+    held-out data cannot tell it from chance; NaN counts as such) or when its held-out
+    probabilities ``p`` spread less than ``min_spread`` (max - min): a model answering about the
+    same for every volume has learned nothing usable, whatever its AUC.
+
+    Returns ``(flag, reason)``; the reason states the numbers it was decided on.
+    """
+    p = np.asarray(p, dtype=float)
+    spread = float(p.max() - p.min()) if p.size else 0.0
+    reasons = []
+    if not (auc_ci_lo > 0.5):  # also NaN
+        reasons.append(f"its ROC AUC's 95 % interval reaches down to {auc_ci_lo:.2f}, not above chance (0.5)")
+    if spread < min_spread:
+        reasons.append(f"its held-out p(COVID) spread only {p.min():.3f}–{p.max():.3f}")
+    if reasons:
+        return False, " and ".join(reasons)
+    return True, (f"its ROC AUC's 95 % interval starts at {auc_ci_lo:.2f}, above chance, and its held-out "
+                  f"p(COVID) spread {p.min():.3f}–{p.max():.3f}")
+
+
+def _macro_recall(y: np.ndarray, yhat: np.ndarray, labels: np.ndarray) -> float:
+    present = [c for c in labels if (y == c).any()]
+    return float(np.mean([(yhat[y == c] == c).mean() for c in present]))
+
+
+def learned_multiclass(y, yhat, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> tuple[bool, str, dict]:
+    """Whether a multi-class classifier learned: the 95 % bootstrap interval of its balanced
+    accuracy (mean recall over the classes present) lies above chance (1 / classes present).
+
+    Returns ``(flag, reason, {"balanced_accuracy", "ci_lo", "ci_hi", "chance"})``.
+    """
+    y, yhat = np.asarray(y), np.asarray(yhat)
+    labels = np.unique(y)
+    chance = 1.0 / labels.size
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(int(n_boot)):
+        idx = rng.integers(0, y.size, y.size)
+        draws.append(_macro_recall(y[idx], yhat[idx], labels))
+    lo, hi = (float(v) for v in np.percentile(draws, [100 * alpha / 2, 100 * (1 - alpha / 2)]))
+    bal = _macro_recall(y, yhat, labels)
+    stats_ = {"balanced_accuracy": bal, "ci_lo": lo, "ci_hi": hi, "chance": chance}
+    if lo > chance:
+        return True, f"its balanced accuracy {bal:.3f} (95 % CI {lo:.3f}–{hi:.3f}) is above chance ({chance:.2f})", stats_
+    return False, (f"its balanced accuracy {bal:.3f} (95 % CI {lo:.3f}–{hi:.3f}) does not exceed chance "
+                   f"({chance:.2f})"), stats_
+
+
+def _f1_per_class(y: np.ndarray, yhat: np.ndarray, labels: Sequence[Any]) -> np.ndarray:
+    out = np.full(len(labels), np.nan)
+    for i, c in enumerate(labels):
+        tp = np.sum((y == c) & (yhat == c))
+        denom = np.sum(y == c) + np.sum(yhat == c)
+        if np.any(y == c):
+            out[i] = 2.0 * tp / denom
+    return out
+
+
+def f1_intervals(y, yhat, classes: Sequence[Any], n_boot: int = 2000, seed: int = 0,
+                 alpha: float = 0.05) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals (images resampled) of each class's F1 and of the macro F1
+    over the classes present: ``{class: (lo, hi), ..., "macro": (lo, hi)}``.
+
+    F1 = 2 TP / (support + predicted); a resample without a class leaves that class's draw out.
+    """
+    y, yhat = np.asarray(y), np.asarray(yhat)
+    labels = list(classes)
+    present = [i for i, c in enumerate(labels) if np.any(y == c)]
+    rng = np.random.default_rng(seed)
+    draws = np.empty((int(n_boot), len(labels)))
+    for b in range(int(n_boot)):
+        idx = rng.integers(0, y.size, y.size)
+        draws[b] = _f1_per_class(y[idx], yhat[idx], labels)
+    q = [100 * alpha / 2, 100 * (1 - alpha / 2)]
+    out: dict[str, tuple[float, float]] = {}
+    for i, c in enumerate(labels):
+        col = draws[:, i][np.isfinite(draws[:, i])]
+        out[str(c)] = tuple(float(v) for v in np.percentile(col, q)) if col.size else (math.nan, math.nan)
+    macro = np.nanmean(draws[:, present], axis=1) if present else np.array([math.nan])
+    out["macro"] = tuple(float(v) for v in np.percentile(macro, q))
     return out
 
 

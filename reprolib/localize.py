@@ -1021,14 +1021,18 @@ def labels_in_input_frame(slice_labels: np.ndarray, bbox: Sequence[Sequence[int]
     return lab[np.clip(src, 0, s - 1)]
 
 
-def slice_level_hit(pred_mask: np.ndarray, infected_slices, mode: str = "median_voxel") -> bool | None:
-    """Slice-level variant for COVID-CT-MD (spec §12): the predicted point's slice is infected.
+def slice_level_hit(pred_mask: np.ndarray, infected_slices, mode: str = "median_voxel",
+                    lung: np.ndarray | None = None) -> bool | None:
+    """Slice-level variant for COVID-CT-MD (spec §12): the predicted point's slice is infected
+    and, when ``lung`` is given, the point lies inside the lung mask (a "lesion" on the chest
+    wall or at the crop border of an infected slice is a miss, not a hit).
 
     Parameters
     ----------
     pred_mask : (Z, Y, X) bool
     infected_slices : (Z,) np.ndarray of per-slice 0/1 labels (e.g. COVID-CT-MD), or any
         other iterable of infected slice indices
+    lung : (Z, Y, X) lung mask of the same frame, or None (slice label alone)
 
     Returns
     -------
@@ -1047,7 +1051,10 @@ def slice_level_hit(pred_mask: np.ndarray, infected_slices, mode: str = "median_
     if not flags.any():
         return None
     pt = hit_point(pred_mask, mode)
-    return False if pt is None else bool(flags[pt[0]])
+    if pt is None:
+        return False
+    in_lung = True if lung is None else bool(np.asarray(lung)[pt] > 0)
+    return bool(flags[pt[0]]) and in_lung
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -1063,7 +1070,14 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 # =============================================================================
 # 7. Scoring a run
 # =============================================================================
-_UNSCORED = dict(hit=None, hit_centroid=None, hit_largest_cam=None, random_baseline=None, dice=None)
+_UNSCORED = dict(hit=None, hit_centroid=None, hit_largest_cam=None, random_baseline=None, dice=None,
+                 point_in_lung=None)
+
+
+def _point_in(pred_mask: np.ndarray, region: np.ndarray, mode: str = "median_voxel") -> bool | None:
+    """Whether the predicted hit point lies inside ``region`` (None for an empty prediction)."""
+    pt = hit_point(pred_mask, mode)
+    return None if pt is None else bool(np.asarray(region)[pt] > 0)
 
 
 def score_volume(res: LocalizationResult, lung: np.ndarray, gt: np.ndarray | None = None,
@@ -1076,7 +1090,8 @@ def score_volume(res: LocalizationResult, lung: np.ndarray, gt: np.ndarray | Non
     lung : (T, H, W) lung mask of the input (the random baseline draws from it)
     gt : (T, H, W) ground-truth lesion mask, or None
     slice_flags : (T,) per-slice infection labels (:func:`labels_in_input_frame`), used
-        when ``gt`` is None: every scored quantity is then slice-level
+        when ``gt`` is None: every scored quantity is then slice-level, and a hit also needs
+        the hit point inside ``lung`` (the random baseline draws lung voxels of infected slices)
 
     Returns
     -------
@@ -1092,16 +1107,18 @@ def score_volume(res: LocalizationResult, lung: np.ndarray, gt: np.ndarray | Non
             return dict(_UNSCORED)
         return dict(hit=is_hit(res.lesion, g, "median_voxel"), hit_centroid=is_hit(res.lesion, g, "centroid"),
                     hit_largest_cam=is_hit(largest, g, "median_voxel"),
-                    random_baseline=random_baseline_hit(lung, g), dice=dice(res.lesion, g))
+                    random_baseline=random_baseline_hit(lung, g), dice=dice(res.lesion, g),
+                    point_in_lung=_point_in(res.lesion, lung))
     if slice_flags is not None:
         flags = np.asarray(slice_flags).astype(bool)
         if not flags.any():
             return dict(_UNSCORED)
         on_infected = np.broadcast_to(flags[:, None, None], lung.shape) & lung
-        return dict(hit=slice_level_hit(res.lesion, flags, "median_voxel"),
-                    hit_centroid=slice_level_hit(res.lesion, flags, "centroid"),
-                    hit_largest_cam=slice_level_hit(largest, flags, "median_voxel"),
-                    random_baseline=random_baseline_hit(lung, on_infected) if lung.any() else None, dice=None)
+        return dict(hit=slice_level_hit(res.lesion, flags, "median_voxel", lung),
+                    hit_centroid=slice_level_hit(res.lesion, flags, "centroid", lung),
+                    hit_largest_cam=slice_level_hit(largest, flags, "median_voxel", lung),
+                    random_baseline=random_baseline_hit(lung, on_infected) if lung.any() else None, dice=None,
+                    point_in_lung=_point_in(res.lesion, lung))
     return dict(_UNSCORED)
 
 

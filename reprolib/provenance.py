@@ -189,14 +189,14 @@ def render_markdown(record: dict[str, Any]) -> str:
         ], ["item", "value"]),
         "",
         "## Seeds and deterministic settings",
-        _md_table([[k, v] for k, v in prov["deterministic"].items()], ["setting", "value"]),
+        _md_table([[k, "not set" if v is None else v] for k, v in prov["deterministic"].items()], ["setting", "value"]),
         "",
         "## Notebooks",
         "Wall time of each notebook and its slowest cell (papermill cell metadata). A *cached* notebook "
         "was not re-executed: its inputs hashed the same as in the run that produced it.",
         "",
         _md_table([
-            [n["name"], n["status"], f"{n['wall_s']:.1f}", n.get("slowest_cell", ""), n["executed_at"],
+            [n["name"], n["status"], f"{n['wall_s']:.0f}", n.get("slowest_cell", ""), n["executed_at"],
              f"`{n['cache_key'][:12]}`"]
             for n in record["notebooks"]
         ], ["notebook", "status", "wall time (s)", "slowest cell (s)", "executed at", "cache key"]),

@@ -106,19 +106,25 @@ def published_values_hash(path: Path) -> str:
     return _sha(json.dumps(values, sort_keys=True).encode())
 
 
-def _bench_json() -> Path:
+def _bench_json(profile: str) -> Path:
     from .bench import default_output
 
     return default_output()
 
 
-#: Files a notebook may declare as inputs (``# repro-inputs: bench``): name -> path finder.
-INPUT_FILES: dict[str, Callable[[], Path]] = {"bench": _bench_json}
+def _calibration_json(profile: str) -> Path | None:
+    return config.calibration_json() if profile == "synthetic" else None  # only synthetic pages show it
+
+
+#: Files a notebook may declare as inputs (``# repro-inputs: bench``): name -> finder of the file a
+#: profile's run reads (None: that profile does not read it).
+INPUT_FILES: dict[str, Callable[[str], Path | None]] = {"bench": _bench_json, "calibration": _calibration_json}
 INPUTS_RE = re.compile(r"^# repro-inputs:((?:[ \t]+[a-z][a-z0-9_]*)+)", re.M)  # names, then any comment
 
 
-def declared_inputs(source: Path) -> dict[str, str]:
-    """``{name: sha256 of the file or "missing"}`` for the inputs ``source`` declares.
+def declared_inputs(source: Path, profile: str = "sample") -> dict[str, str]:
+    """``{name: sha256 of the file, "missing" or "not read"}`` for the inputs ``source`` declares,
+    as a run of ``profile`` reads them.
 
     Raises :class:`ConfigError` naming the notebook for an unknown input name."""
     names = [n for m in INPUTS_RE.finditer(source.read_text(encoding="utf-8")) for n in m.group(1).split()]
@@ -126,8 +132,8 @@ def declared_inputs(source: Path) -> dict[str, str]:
     for name in names:
         if name not in INPUT_FILES:
             raise ConfigError(source, f"unknown repro-inputs name {name!r}; known: {sorted(INPUT_FILES)}")
-        path = INPUT_FILES[name]()
-        out[name] = _sha(path.read_bytes()) if path.is_file() else "missing"
+        path = INPUT_FILES[name](profile)
+        out[name] = "not read" if path is None else (_sha(path.read_bytes()) if path.is_file() else "missing")
     return out
 
 
@@ -142,8 +148,9 @@ def manifests_hash(profile: str) -> str:
         return "unavailable"
 
 
-def cache_key(source: Path, parameters: dict[str, Any], data_hash: str, code_hash: str,
-              upstream: list[str], inputs: dict[str, str] | None = None) -> str:
+def key_parts(source: Path, parameters: dict[str, Any], data_hash: str, code_hash: str,
+              upstream: list[str], inputs: dict[str, str] | None = None) -> dict[str, Any]:
+    """What a notebook's cache key hashes (see the module docstring)."""
     parts = {
         "source": _sha(source.read_bytes()),
         "reprolib": code_hash,
@@ -153,7 +160,25 @@ def cache_key(source: Path, parameters: dict[str, Any], data_hash: str, code_has
     }
     if inputs:  # absent for notebooks without declared inputs: their keys stay as they were
         parts["inputs"] = inputs
+    return parts
+
+
+def cache_key(source: Path, parameters: dict[str, Any], data_hash: str, code_hash: str,
+              upstream: list[str], inputs: dict[str, str] | None = None) -> str:
+    parts = key_parts(source, parameters, data_hash, code_hash, upstream, inputs)
     return _sha(json.dumps(parts, sort_keys=True, default=str).encode())
+
+
+def input_digests(parts: dict[str, Any]) -> dict[str, str]:
+    """Short digests of a notebook's inputs for its "Reproduce this page" box: its source, the
+    ``reprolib`` code, the profile's data manifests, the upstream notebooks' published values and
+    any declared input file (12 hex digits each; parameters are left out: they hold paths)."""
+    out = {k: parts[k][:12] for k in ("source", "reprolib")}
+    out["data manifests"] = _sha(str(parts["data"]).encode())[:12]
+    out["upstream values"] = _sha(json.dumps(parts["upstream"]).encode())[:12]
+    for name, digest in (parts.get("inputs") or {}).items():
+        out[name] = digest[:12]
+    return out
 
 
 # --------------------------------------------------------------------------- execution
@@ -166,6 +191,7 @@ class NotebookRecord:
     executed_at: str
     cells: list[float] = field(default_factory=list)
     slowest_cell: str = ""
+    inputs: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -276,7 +302,8 @@ def run(profile: str, only: list[str] | None = None, start: str | None = None, f
     failure = None
     for src in all_nbs:
         stem = src.stem
-        key = cache_key(src, params, data_hash, code_hash, list(upstream), declared_inputs(src))
+        parts = key_parts(src, params, data_hash, code_hash, list(upstream), declared_inputs(src, profile))
+        key = _sha(json.dumps(parts, sort_keys=True, default=str).encode())
         out = executed_dir / f"{stem}.ipynb"
         res = results_path(profile, stem, results_dir)
         if src.name not in chosen:  # keep what the last run that executed it recorded
@@ -319,7 +346,7 @@ def run(profile: str, only: list[str] | None = None, start: str | None = None, f
         slow = max(range(len(cells)), key=cells.__getitem__) if cells else None
         rec = NotebookRecord(stem, "executed", time.perf_counter() - t_nb, key,
                              datetime.now(timezone.utc).isoformat(timespec="seconds"), cells,
-                             f"cell {slow}: {cells[slow]:.1f}" if slow is not None else "")
+                             f"cell {slow}: {cells[slow]:.1f}" if slow is not None else "", input_digests(parts))
         records.append(rec)
         index[stem] = key
         atomic_write_text(index_path, json.dumps(index, indent=1, sort_keys=True))
@@ -354,7 +381,7 @@ def stale(profile: str, notebooks: str | Path | None = None) -> list[str]:
     code_hash, data_hash = package_hash(), manifests_hash(profile)
     out, upstream = [], []
     for src in nbs:
-        key = cache_key(src, params, data_hash, code_hash, list(upstream), declared_inputs(src))
+        key = cache_key(src, params, data_hash, code_hash, list(upstream), declared_inputs(src, profile))
         res = results_path(profile, src.stem, Path(params["results_dir"]))
         if index.get(src.stem) != key or not (sdir / "executed" / f"{src.stem}.ipynb").is_file() or not res.is_file():
             out.append(src.stem)
@@ -409,20 +436,71 @@ def prepare_book(profile: str, root: Path | None = None) -> Path:
     tmp = gen.with_name(gen.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    record = _load_json(sdir / "provenance.json", None)
+    if record is None:
+        raise ConfigError(sdir / "provenance.json", "no run record; run `repro run` first")
+    runs = {r["name"]: r for r in record.get("notebooks", [])}
+    results = config.results_dir(profile)
+    (tmp / "data").mkdir()
     for src in list_notebooks(root / "notebooks"):
         nb = sdir / "executed" / f"{src.stem}.ipynb"
         if not nb.is_file():
             raise ConfigError(nb, f"notebook {src.stem} has not been executed for profile {profile}")
-        shutil.copy2(nb, tmp / nb.name)
-    record = _load_json(sdir / "provenance.json", None)
-    if record is None:
-        raise ConfigError(sdir / "provenance.json", "no run record; run `repro run` first")
+        res = results / f"{src.stem}.json"
+        if res.is_file():
+            shutil.copy2(res, tmp / "data" / res.name)
+        write_book_notebook(nb, tmp / nb.name, profile, runs.get(src.stem), record["provenance"],
+                            res.is_file())
     (tmp / "provenance.md").write_text(render_markdown(record), encoding="utf-8")
     (tmp / "banner.md").write_text(banner_markdown(profile), encoding="utf-8")
     _screenshot(root, tmp / SCREENSHOT)
     shutil.rmtree(gen, ignore_errors=True)
     os.replace(tmp, gen)
     return gen
+
+
+HIDDEN_TAGS = ("parameters", "injected-parameters")
+
+
+def reproduce_box(stem: str, profile: str, run: dict[str, Any] | None, prov: dict[str, Any],
+                  has_results: bool) -> str:
+    """The "Reproduce this page" admonition of one chapter, from the runner's record."""
+    git, hw = prov.get("git", {}), prov.get("hardware", {})
+    commit = (git.get("commit") or "unknown")[:12] + (" (uncommitted changes)" if git.get("dirty") else "")
+    lines = [":::{admonition} Reproduce this page", ":class: tip", "",
+             f"`repro run --profile {profile} --only {stem[:2]}` executes this chapter (after the chapters "
+             f"before it), `repro book --profile {profile}` builds the page.", ""]
+    if run:
+        when = "cached from an earlier run" if run.get("status") == "cached" else "executed"
+        lines.append(f"- **This build:** {run['wall_s']:.0f} s ({when}) on {hw.get('cpu', '?')}, "
+                     f"{hw.get('cpu_count', '?')} logical cores, {hw.get('torch_threads', '?')} torch threads, "
+                     f"GPU: {hw.get('gpu') or 'none'}; commit `{commit}`, seed {prov.get('seed')}.")
+        if run.get("inputs"):
+            lines.append("- **Inputs (sha256, first 12 digits):** "
+                         + "; ".join(f"{k} `{v}`" for k, v in run["inputs"].items()) + ".")
+    downloads = [f"{{download}}`executed notebook <{stem}.ipynb>`"]
+    if has_results:
+        downloads.insert(0, f"{{download}}`every published value and table (JSON) <data/{stem}.json>`")
+    lines += ["- **Downloads:** " + ", ".join(downloads) + ".", ":::", ""]
+    return "\n".join(lines)
+
+
+def write_book_notebook(src: Path, dest: Path, profile: str, run: dict[str, Any] | None,
+                        prov: dict[str, Any], has_results: bool) -> None:
+    """Copy an executed notebook into the book: parameter cells removed from the page (they hold
+    the build machine's paths), every other code cell's source collapsed (``hide-input``: shown on
+    a click) unless the notebook removes it, and a "Reproduce this page" box appended."""
+    import nbformat
+
+    nb = nbformat.read(src, as_version=4)
+    for cell in nb.cells:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if any(t in tags for t in HIDDEN_TAGS) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+        elif cell.cell_type == "code" and not {"remove-cell", "remove-input", "hide-input"} & set(tags):
+            tags.append("hide-input")  # the page reads as a text; every cell's code is one click away
+    nb.cells.append(nbformat.v4.new_markdown_cell(reproduce_box(src.stem, profile, run, prov, has_results)))
+    nbformat.write(nb, dest)
 
 
 def build_book(root: Path | None = None, builder: str = "html") -> int:

@@ -1712,3 +1712,30 @@ def cross_fit(make_model: Callable[[], nn.Module], items: Sequence[tuple[Any, in
         histories.append(hist)
         models.append(model)
     return pd.DataFrame(rows), histories, models
+
+
+def predict_folds(nets: Sequence[nn.Module], items: Sequence[tuple[Any, int, str]],
+                  folds: Sequence[tuple[Sequence[int], Sequence[int]]], bn_eval: bool = True) -> "pd.DataFrame":
+    """Each fold's held-out volumes predicted by that fold's model (:func:`predict_volumes`);
+    ``bn_eval=False`` normalises every volume with its own batch statistics, as the official
+    test script does. Columns as :func:`cross_fit`'s predictions."""
+    import pandas as pd
+
+    rows = []
+    for k, (net, (_, te)) in enumerate(zip(nets, folds)):
+        y, p, ids, secs = predict_volumes(net, VolumeDataset([items[int(i)] for i in te]), bn_eval=bn_eval)
+        rows += [{"case_id": c, "label": int(yy), "p_covid": float(pp), "fold": k, "seconds": float(s)}
+                 for c, yy, pp, s in zip(ids, y, p, secs)]
+    return pd.DataFrame(rows)
+
+
+def save_fold_models(work: str | Path, nets: Sequence[nn.Module], items: Sequence[tuple[Any, int, str]],
+                     folds: Sequence[tuple[Sequence[int], Sequence[int]]], metadata: dict[str, Any]) -> None:
+    """``work/decovnet_fold{k}.pt`` for every fold (with the ids of the volumes it did not train
+    on, so that chapter 06 localises each volume with the model that never saw it) and
+    ``work/decovnet_last.pt`` (the last fold's model, used by ``repro predict``)."""
+    work = Path(work)
+    for k, net in enumerate(nets):
+        meta = {**metadata, "fold": k, "test_case_ids": [items[int(i)][2] for i in folds[k][1]]}
+        save_checkpoint(work / f"decovnet_fold{k}.pt", net, metadata=meta)
+    save_checkpoint(work / "decovnet_last.pt", nets[-1], metadata=meta)

@@ -60,3 +60,46 @@ def test_glue_table_records_measured_columns_with_the_timings(tmp_path, monkeypa
     doc = json.loads((tmp_path / "02_x.json").read_text())
     assert doc["values"]["volume_table"] == {"case_id": ["a", "b"], "lung_ml": [1.5, 2.0]}
     assert doc["timings"]["volume_table"] == {"seconds": [0.3, 0.4], "copies": [2.5, 2.6]}
+
+
+def test_markdown_table_has_no_missing_cells_and_escapes_pipes():
+    import pandas as pd
+
+    df = pd.DataFrame({"n": [3, 4], "rate": [0.12345, float("nan")], "note": ["a|b", None],
+                       "ok": [True, False]}, index=pd.Index(["x", "y"], name="case"))
+    lines = book.markdown_table(df).splitlines()
+    assert lines[0] == "| case | n | rate | note | ok |"
+    assert lines[2] == "| x | 3 | 0.123 | a\\|b | yes |"
+    assert lines[3] == "| y | 4 | – | – | no |"
+    assert book.markdown_table(df, index=False).splitlines()[0] == "| n | rate | note | ok |"
+
+
+def test_plural():
+    assert book.plural(1, "volume") == "1 volume"
+    assert book.plural(3, "fold") == "3 folds"
+    assert book.plural(2, "patient-level fold") == "2 patient-level folds"
+    assert book.plural(1200, "image") == "1,200 images"
+
+
+def test_format_columns_formats_named_columns_only():
+    df = __import__("pandas").DataFrame({"a": [1.234, float("nan")], "b": [2.5, 3.0], "c": ["x", "y"]})
+    out = book.format_columns(df, {"a": "{:.1f}", "missing": "{:.2f}"})
+    assert out["a"].tolist() == ["1.2", "–"]
+    assert out["b"].tolist() == [2.5, 3.0] and out["c"].tolist() == ["x", "y"]
+    assert df["a"].iloc[0] == 1.234  # the input is not modified
+
+
+def test_glue_table_formats_per_column_and_records_numbers(tmp_path, monkeypatch):
+    glued = {}
+    monkeypatch.setattr("myst_nb.glue", lambda key, value, display=False: glued.__setitem__(key, value))
+    nb = book.Notebook("02_x", "synthetic", results_dir=tmp_path)
+    df = __import__("pandas").DataFrame({"case_id": ["a", "b"], "lung_ml": [1.25, 2.0], "peak_MB": [10.04, 3.0]}).set_index("case_id")
+    nb.glue_table("t", df, formats={"lung_ml": "{:.2f}", "peak_MB": "{:.1f}"})
+    md = glued["t"].data
+    assert "| a | 1.25 | 10.0 |" in md and "| b | 2.00 | 3.0 |" in md
+    doc = json.loads((tmp_path / "02_x.json").read_text())
+    assert doc["values"]["t"] == {"case_id": ["a", "b"], "lung_ml": [1.25, 2.0]}
+    assert doc["timings"]["t"] == {"peak_MB": [10.04, 3.0]}
+
+    nb.glue_table("u", df, record=False)
+    assert "u" in glued and "u" not in json.loads((tmp_path / "02_x.json").read_text())["values"]

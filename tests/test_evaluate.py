@@ -357,3 +357,54 @@ def test_released_auc_bootstrap_ci_2000(released):
     lo, hi = bootstrap_ci(roc_auc, released["label"], released["p_covid"], n_boot=2000, seed=0)
     assert (round(lo, 2), round(hi, 2)) == (0.92, 0.99)
     assert lo < 0.9590 < hi
+
+
+def test_learned_needs_an_interval_above_chance_and_spread_scores():
+    from reprolib import evaluate as E
+
+    ok, why = E.learned([0.1, 0.2, 0.8, 0.9], auc_ci_lo=0.7)
+    assert ok and "0.70" in why
+    flat, why = E.learned([0.47, 0.5, 0.55, 0.61], auc_ci_lo=0.8)  # the sample model of issue J
+    assert not flat and "0.470–0.610" in why
+    assert not E.learned([0.0, 1.0], auc_ci_lo=0.5)[0]
+    assert not E.learned([0.0, 1.0], auc_ci_lo=float("nan"))[0]
+
+
+def test_learned_multiclass_against_chance():
+    import numpy as np
+
+    from reprolib import evaluate as E
+
+    y = np.repeat([0, 1, 2, 3], 25)
+    ok, why, st = E.learned_multiclass(y, y, n_boot=200, seed=0)
+    assert ok and st["balanced_accuracy"] == 1.0 and st["chance"] == 0.25
+    constant = np.full_like(y, 2)  # always one class: balanced accuracy 1/4 exactly
+    ok, why, st = E.learned_multiclass(y, constant, n_boot=200, seed=0)
+    assert not ok and st["balanced_accuracy"] == 0.25 and "does not exceed chance" in why
+
+
+def test_f1_intervals_bracket_the_point_estimate():
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from reprolib import evaluate as E
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 120)
+    yhat = np.where(rng.random(120) < 0.7, y, rng.integers(0, 3, 120))
+    ci = E.f1_intervals(y, yhat, [0, 1, 2], n_boot=500, seed=0)
+    point = f1_score(y, yhat, labels=[0, 1, 2], average=None)
+    for c in range(3):
+        assert ci[str(c)][0] <= point[c] <= ci[str(c)][1]
+    assert ci["macro"][0] <= point.mean() <= ci["macro"][1]
+    assert 0.05 < ci["macro"][1] - ci["macro"][0] < 0.4
+
+
+def test_binary_report_carries_wilson_intervals_for_the_rates():
+    from reprolib import evaluate as E
+
+    r = E.binary_report([0, 0, 1, 1, 1], [0.2, 0.7, 0.9, 0.8, 0.4], n_boot=50)
+    assert (r["tp"], r["fn"], r["tn"], r["fp"]) == (2, 1, 1, 1)
+    assert (r["accuracy_ci_lo"], r["accuracy_ci_hi"]) == E.wilson_ci(3, 5)
+    assert (r["sensitivity_ci_lo"], r["sensitivity_ci_hi"]) == E.wilson_ci(2, 3)
+    assert (r["specificity_ci_lo"], r["specificity_ci_hi"]) == E.wilson_ci(1, 2)

@@ -620,6 +620,22 @@ def test_score_volume_voxel_and_slice_level():
     assert L.score_volume(_result(empty, []), lung, gt)["hit"] is False
 
 
+def test_slice_level_hit_counts_only_points_inside_the_lung():
+    lung = np.zeros((3, 12, 12), bool)
+    lung[:, 3:9, 3:9] = True
+    flags = np.array([0, 1, 1])
+    wall = np.zeros_like(lung)
+    wall[1, 0:2, 0:2] = True  # a "lesion" on the chest wall of an infected slice
+    inside = np.zeros_like(lung)
+    inside[2, 4:6, 4:6] = True
+    assert L.slice_level_hit(wall, flags) is True  # slice label alone would count it
+    assert L.slice_level_hit(wall, flags, lung=lung) is False
+    assert L.slice_level_hit(inside, flags, lung=lung) is True
+    s = L.score_volume(_result(wall, [wall]), lung, slice_flags=flags)
+    assert s["hit"] is False and s["hit_largest_cam"] is False and s["point_in_lung"] is False
+    assert L.score_volume(_result(inside, [inside]), lung, slice_flags=flags)["point_in_lung"] is True
+
+
 def test_hit_rate_table_populations_and_variants():
     import pandas as pd
 

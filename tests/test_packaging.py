@@ -11,7 +11,8 @@ from reprolib import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["01_data_acquisition", "02_preprocessing", "03_unet", "04_decovnet", "05_2dclfnet",
-             "06_cam_localization", "07_cxr_resnet50", "08_external_validation", "09_performance"]
+             "06_cam_localization", "07_cxr_resnet50", "08_external_validation", "09_performance",
+             "10_claims_ledger"]
 PARAMETERS = ("profile", "seed", "device", "data_dir", "work_dir", "results_dir")
 
 
@@ -32,11 +33,11 @@ def test_layout_exists():
     for name in ("book", "notebooks", "reprolib", "data_manifests", "tests", "_config.yml", "_toc.yml",
                  "environment.yml", "pyproject.toml", "Makefile", "README.md", ".ci/run"):
         assert (ROOT / name).exists(), name
-    for page in ("index.md", "methods.md", "report.md", "references.md", "references.bib"):
+    for page in ("index.md", "methods.md", "implementation_notes.md", "report.md", "references.md", "references.bib"):
         assert (ROOT / "book" / page).is_file(), page
 
 
-def test_nine_notebooks_with_parameters_cell():
+def test_notebooks_with_parameters_cell():
     found = [p.stem for p in runner.list_notebooks(ROOT / "notebooks")]
     assert found == NOTEBOOKS
     for stem in NOTEBOOKS:
@@ -48,7 +49,8 @@ def test_nine_notebooks_with_parameters_cell():
         for name in PARAMETERS:
             assert re.search(rf"^{name} = ", body, re.M), f"{stem}: parameter {name} missing"
         assert f'Notebook("{stem}"' in text, f"{stem} must publish through reprolib.book.Notebook"
-        assert "nb.finish()" in text, f"{stem} must print and glue its wall time"
+        assert "nb.finish()" in text, f"{stem} must glue its wall time"
+        assert "spec §" not in text, f"{stem}: link the implementation notes, not the specification"
         assert "matplotlib.use(" not in text, f"{stem} must not force a matplotlib backend"
 
 
@@ -57,7 +59,8 @@ def test_toc_lists_every_notebook_and_page():
     files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
     for stem in NOTEBOOKS:
         assert f"book/generated/{stem}" in files
-    for page in ("book/methods", "book/report", "book/generated/provenance", "book/references"):
+    for page in ("book/methods", "book/implementation_notes", "book/report", "book/generated/provenance",
+                 "book/references"):
         assert page in files
     assert toc["root"] == "book/index"
 

@@ -141,3 +141,32 @@ def test_external_resources_detected(tmp_path):
     found = runner.external_resources(tmp_path)
     assert [t for _, t in found] == ['<script src="https://cdn.example.org/x.js"',
                                      '<link rel="stylesheet" href="//fonts.example.org/f.css"']
+
+
+def test_book_notebooks_hide_parameters_collapse_code_and_end_with_a_reproduce_box(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("profile = 'sample'", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("work_dir = '/home/me/x'", metadata={"tags": ["injected-parameters"]}),
+                nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell("nb.glue('a', 1)", metadata={"tags": ["remove-input"]})]
+    src, dest = tmp_path / "04_x.ipynb", tmp_path / "out.ipynb"
+    nbformat.write(nb, src)
+    run = {"name": "04_x", "status": "executed", "wall_s": 12.4, "inputs": {"source": "abc123def456"}}
+    prov = {"git": {"commit": "f" * 40, "dirty": False}, "hardware": {"cpu": "Test CPU", "cpu_count": 2,
+                                                                       "torch_threads": 2, "gpu": None}, "seed": 0}
+    runner.write_book_notebook(src, dest, "sample", run, prov, has_results=True)
+    out = nbformat.read(dest, as_version=4)
+    assert [c.metadata["tags"] for c in out.cells[:4]] == [
+        ["parameters", "remove-cell"], ["injected-parameters", "remove-cell"], ["hide-input"], ["remove-input"]]
+    box = out.cells[-1].source
+    assert "repro run --profile sample --only 04" in box and "12 s (executed)" in box and "Test CPU" in box
+    assert "source `abc123def456`" in box and "data/04_x.json" in box and "/home/" not in box
+
+
+def test_calibration_is_an_input_of_synthetic_pages_only(tmp_path):
+    src = tmp_path / "04_x.py"
+    src.write_text("# repro-inputs: calibration\nx = 1\n")
+    assert runner.declared_inputs(src, "sample") == {"calibration": "not read"}
+    assert runner.declared_inputs(src, "synthetic")["calibration"] != "not read"

@@ -1,4 +1,10 @@
-"""Small plotting helpers shared by the notebooks (matplotlib; no backend is forced)."""
+"""Figures of the book, one module per part (matplotlib; no backend is forced).
+
+``figures`` itself holds the helpers every part uses (:func:`montage`, :func:`load_gray`); the
+submodules draw the figures of one part of the pipeline each: ``preprocessing`` (chapters 01–03),
+``classifier`` (04–05), ``localisation`` (06), ``cxr`` (07–08), ``performance`` (09) and
+``diagrams`` (the pipeline and the DeCoVNet architecture). Each function takes the data it draws
+and returns the figure; the notebooks glue it."""
 from __future__ import annotations
 
 from pathlib import Path
