@@ -86,7 +86,7 @@ if pairs:
 sample_ext = cxr.subsample_per_class(kept, S["external_per_class"], seed=seed)
 model = cxr.load_trained(work / "cxr_resnet50.pt", trained["checkpoint_sha256"])
 y, probs = cxr.evaluate_records(model, sample_ext, size=S["size"])
-pages.external_accuracy(nb, y, probs.argmax(1), S["external_per_class"])
+pages.external_accuracy(nb, sample_ext, y, probs, S["external_per_class"])
 pages.seed_spread(nb, {f"ext_acc_{c}": f"accuracy {c}" for c in cxr.CLASSES})
 
 # %% [markdown]
@@ -97,9 +97,13 @@ pages.seed_spread(nb, {f"ext_acc_{c}": f"accuracy {c}" for c in cxr.CLASSES})
 # ```
 # :::
 #
-# Reading these numbers: a class that held only images of one source measures how well the model
-# recognises that source as much as the disease, and in the `sample` profile the Kermany test split
-# comes from the training hospital — it is a same-source held-out set, not an external one.
+# Reading these numbers: in the `sample` profile the COVID-19 row is the external set — every Hannover
+# patient, none of whom was trained on — and it holds COVID-19 only, so it measures sensitivity, not
+# specificity (chapter 07 gives the specificity on adult non-COVID images). Scored once per patient
+# (the mean of a patient's probabilities), {glue:text}`lp_ext_patient_acc_covid19` are called COVID-19.
+# The healthy and pneumonia rows come from the Kermany test split: other children of the training
+# hospital, a same-source held-out set, not an external one. A class that holds images of one source
+# measures how well the model recognises that source as much as the disease.
 #
 # ```{glue:md} seed_spread
 # :format: myst

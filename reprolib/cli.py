@@ -192,17 +192,14 @@ def _cmd_serve(args) -> int:
 
 
 def _cmd_retrain(args) -> int:
-    from . import cxr, predict, retrain
+    from . import predict, retrain
 
     card = predict.cxr_card(args.profile)
     new = retrain.labelled_folder(args.new_data)
     if args.holdout is not None:
         holdout = retrain.labelled_folder(args.holdout)
-    else:
-        S = config.load_profile(args.profile)
-        dev, _ = cxr.profile_records(args.profile, None, config.work_dir(args.profile))
-        dev = cxr.patient_split(dev, test_frac=0.0, val_frac=S["cxr"]["val_frac"], seed=S.get("seed", 0))
-        holdout = [r for r in dev if r.split == "val"]
+    else:  # the build's own validation images, from the split notebook 07 saved
+        holdout = retrain.default_holdout(args.profile, config.work_dir(args.profile))
     entry = retrain.retrain_cxr(config.work_dir(args.profile), card, new, holdout, epochs=args.epochs,
                                 seed=args.seed, tolerance=args.tolerance)
     print(json.dumps({k: entry[k] for k in ("promoted", "reason", "parent_sha256", "candidate_sha256", "metrics")},

@@ -62,6 +62,7 @@ MIRROR_LABELS: dict[str, tuple[str, str | None]] = {
     "pneumonia": ("pneumonia", None),
     "pneumonia_bacterial": ("pneumonia", "bacterial"),
     "pneumonia_viral": ("pneumonia", "viral"),
+    "pneumonia_other": ("pneumonia", "other"),  # adult pneumonia of other causes (Cohen collection)
     "covid19": ("covid19", None),
     "not_certain": ("not_certain", None),
 }
@@ -105,9 +106,11 @@ class CXRRecord:
         slices used as ``not_certain``, else ``None``.
     group: patient id as used by the source (unique within ``source`` only).
     source: dataset name (e.g. ``kermany-224``).
-    split: ``train`` / ``val`` / ``test``, or ``-`` before :func:`patient_split`.
+    split: ``train`` / ``val`` / ``test``, or ``-`` before :func:`patient_split`;
+        ``external`` (another hospital) or ``same_source`` (held out from a training source).
     copy: 0 for the original; 1, 2, ... for oversampled copies
         (:func:`balance_by_augmentation`).
+    age_group: ``child`` / ``adult`` where the source says, else ``-``.
     """
 
     path: Path
@@ -117,6 +120,7 @@ class CXRRecord:
     source: str = "-"
     split: str = "-"
     copy: int = 0
+    age_group: str = "-"
 
     def __post_init__(self) -> None:
         if self.label not in CLASS_INDEX:
@@ -254,6 +258,20 @@ def _image_signature(path: Path) -> str | None:
     except OSError:
         return None
     return next((kind for sig, kind in _SIGNATURES if head.startswith(sig)), None)
+
+
+#: The shortest side, in pixels, of an image the trained model is asked about (``repro predict cxr``,
+#: the web API): smaller files are icons or thumbnails, not radiographs, and upscaling them to the
+#: model's input invents the image.
+MIN_SIDE_PX = 64
+
+
+def check_min_size(img: Image.Image, path: str | os.PathLike, min_side: int = MIN_SIDE_PX) -> None:
+    """Raise :class:`ImageError` naming ``path`` when ``img``'s shorter side is below ``min_side`` px."""
+    w, h = img.size
+    if min(w, h) < min_side:
+        raise ImageError(path, f"{w}×{h} px is too small for a chest X-ray: the shorter side must be at least "
+                               f"{min_side} px (a thumbnail or an icon?)")
 
 
 def load_cxr(path: str | os.PathLike, *, max_pixels: int | None = None, channels: int = 3) -> Image.Image:
@@ -612,13 +630,16 @@ def weights_mode(
         raise ConfigError(None, f"weights must be 'imagenet' or 'none', got {profile_wants!r}")
     try:
         path = resolve_imagenet_weights(**resolver_kwargs)
-    except DataUnavailableError as exc:
+    except DataUnavailableError:  # its message lists this machine's folders: for the log, not the book
+        url = imagenet_weights_url()
         return "none", (
             "ImageNet weights (torchvision ResNet50_Weights.IMAGENET1K_V1) are not available on this machine, "
             "so this run trained ResNet-50 from random initialisation; its numbers are not comparable to the "
-            f"paper's ImageNet-pretrained model. Details: {exc}"
+            f"paper's ImageNet-pretrained model. To use them, download {url} (sha256 {IMAGENET_SHA256}) and put "
+            "it in the torch hub cache (`checkpoints/`), in `$REPRO_DATA_DIR`, or in the mirror "
+            "(`$REPRO_DATA_MIRROR`); `resolve_imagenet_weights` lists the exact places."
         )
-    return "imagenet", f"ImageNet weights verified (sha256) at {path}."
+    return "imagenet", f"ImageNet weights verified (sha256 of {path.name})."
 
 
 def load_state_dict_file(
@@ -1134,24 +1155,22 @@ def overlay(image: Image.Image | np.ndarray, cam: np.ndarray, *, alpha: float = 
 
 
 # --------------------------------------------------------------------------- profiles
-#: Which source and source split form the development set and the external set (``sample``).
-SAMPLE_DEVELOPMENT = {("kermany-224", "train"), ("ieee8023-covid-chestxray", "-"), ("cc-ccii", "-")}
-SAMPLE_EXTERNAL = {("kermany-224", "test"), ("hannover-mhh", "-")}
-
 
 def profile_records(profile: str, data_dir: str | os.PathLike | None = None,
                     work_dir: str | os.PathLike | None = None, ct_slices_per_volume: int = 8,
-                    ) -> tuple[list[CXRRecord], list[CXRRecord]]:
+                    sources: Any = None) -> tuple[list[CXRRecord], list[CXRRecord]]:
     """``(development, external)`` chest X-ray records of a profile.
 
-    ``sample``: development = Kermany *train* split (children, healthy/pneumonia), Cohen's COVID-19
-    images and the CC-CCII CT slices (``not_certain``), plus ``ct_slices_per_volume`` axial
+    ``sample`` (:func:`reprolib.cxr_sources.sample_sources`): development = Kermany *train* split
+    (children), the Cohen collection's COVID-19 and adult non-COVID images without its Hannover
+    originals, and the CC-CCII CT slices (``not_certain``), plus ``ct_slices_per_volume`` axial
     slices of every other CT volume preprocessed by notebook 02 (``work_dir/ct_index.json``;
     :func:`ct_slice_records`), so that ``not_certain`` spans several patients and scanners;
-    external = Kermany *test* split (other patients of the same source) and the Hannover
-    COVID-19 images (a different repository).
+    external = every Hannover patient (``split="external"``: another hospital, COVID-19 only) and
+    the Kermany *test* split (``split="same_source"``: other children of the training hospital).
     ``synthetic``: the phantoms' own train/test split. Records carry ``split="-"`` (development;
-    use :func:`patient_split`) or ``"external"``.
+    use :func:`patient_split`) or ``"external"``. ``sources``: an already computed
+    :class:`~reprolib.cxr_sources.SampleSources` (its hash check takes seconds).
     """
     from . import config, data
 
@@ -1168,21 +1187,10 @@ def profile_records(profile: str, data_dir: str | os.PathLike | None = None,
                             "external" if r["split"] == "test" else "-")
             (ext if rec.split == "external" else dev).append(rec)
         return dev, ext
-    rows = []
-    for m in data.profile_manifests(profile):
-        for f in m.files:
-            if f.role in ("cxr_image", "ct_png"):
-                rows.append({"dataset": f.dataset, "role": f.role, "label": f.label, "group": f.group,
-                             "path": f.relpath, "source_split": f.split})
-    root = Path(data_dir) if data_dir else config.data_dir()
-    recs = records_from_index(rows, root)
-    dev, ext = [], []
-    for rec, row in zip(recs, [r for r in rows if _keeps(r)]):
-        key = (row["dataset"], row["source_split"])
-        if key in SAMPLE_EXTERNAL:
-            ext.append(replace(rec, split="external"))
-        elif key in SAMPLE_DEVELOPMENT:
-            dev.append(rec)
+    from .cxr_sources import sample_sources
+
+    src = sources if sources is not None else sample_sources(profile, data_dir)
+    dev, ext = list(src.development), src.external + src.same_source
     if ct_slices_per_volume and work_dir is not None and (Path(work_dir) / "ct_index.json").is_file():
         from . import cohort
 
@@ -1225,8 +1233,8 @@ def ct_slice_records(index: Any, out_dir: str | os.PathLike, per_volume: int = 8
     return recs
 
 
-def _keeps(row: Mapping[str, Any]) -> bool:
-    """Mirror of the row filter in :func:`records_from_index` (to pair rows and records)."""
+def keeps_row(row: Mapping[str, Any]) -> bool:
+    """Whether :func:`records_from_index` makes a record of this index row (to pair rows and records)."""
     ds, role = row["dataset"], row["role"]
     return (ds in CXR_DATASETS and role == "cxr_image") or (ds in NOT_CERTAIN_DATASETS and role in ("ct_png", "cxr_image"))
 
@@ -1236,7 +1244,46 @@ def records_frame(records: Sequence[CXRRecord]):
     import pandas as pd
 
     return pd.DataFrame([{"path": str(r.path), "label": r.label, "sublabel": r.sublabel, "group": r.group,
-                          "source": r.source, "split": r.split, "copy": r.copy} for r in records])
+                          "source": r.source, "split": r.split, "copy": r.copy, "age_group": r.age_group}
+                         for r in records])
+
+
+#: The development split of the chest X-ray model (notebook 07), read by ``repro retrain cxr``.
+SPLIT_FILE = "cxr_split.json"
+
+
+def save_split(path: str | os.PathLike, records: Sequence[CXRRecord], seed: int) -> Path:
+    """Write the split of ``records`` as ``{"seed": ..., "images": {sha256: split}}`` (atomically),
+    so that a later job knows which images the model trained on whatever seed it runs with."""
+    import json
+
+    from .files import atomic_write_text
+
+    images = {sha256_file(r.path): r.split for r in records if r.copy == 0}
+    return atomic_write_text(path, json.dumps({"seed": int(seed), "images": images}, indent=0, sort_keys=True))
+
+
+def read_split(path: str | os.PathLike) -> dict[str, str]:
+    """``{image sha256: split}`` of :func:`save_split`; :class:`ManifestError` naming the file when
+    it is missing or not such a file."""
+    import json
+
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+        images = doc["images"]
+    except FileNotFoundError:
+        raise ManifestError(path, "missing: run notebook 07 of this profile first (repro run)") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ManifestError(path, f"not a chest X-ray split file ({exc})") from None
+    if not isinstance(images, dict):
+        raise ManifestError(path, "field 'images' must map image sha256 to a split")
+    return {str(k): str(v) for k, v in images.items()}
+
+
+def held_out(records: Sequence[CXRRecord], split: Mapping[str, str]) -> list[CXRRecord]:
+    """The records whose image (by sha256) was in the validation split of ``split``: never trained on."""
+    return [replace(r, split="val") for r in records if split.get(sha256_file(r.path)) == "val"]
 
 
 def removal_summary(external: Sequence[CXRRecord], pairs: Sequence[tuple[Any, Any, int]]
@@ -1256,8 +1303,12 @@ def removal_summary(external: Sequence[CXRRecord], pairs: Sequence[tuple[Any, An
     return kept, table, frame
 
 
-def subsample_per_class(records: Sequence[CXRRecord], per_class: int | None, seed: int = 0) -> list[CXRRecord]:
-    """At most ``per_class`` records of each class, drawn with ``seed`` (order kept); ``None`` keeps all."""
+def subsample_per_class(records: Sequence[CXRRecord], per_class: int | None, seed: int = 0,
+                        keep_sources: Sequence[str] = ()) -> list[CXRRecord]:
+    """At most ``per_class`` records of each class, drawn with ``seed`` (order kept); ``None`` keeps all.
+
+    Records of ``keep_sources`` are kept first (e.g. the few adult non-COVID images, which a random
+    draw among thousands of paediatric ones would mostly drop); the rest of a class is drawn at random."""
     if per_class is None:
         return list(records)
     rng = np.random.default_rng(seed)
@@ -1265,7 +1316,10 @@ def subsample_per_class(records: Sequence[CXRRecord], per_class: int | None, see
     for cls in CLASSES:
         idx = [i for i, r in enumerate(records) if r.label == cls]
         if len(idx) > per_class:
-            idx = sorted(rng.choice(idx, size=per_class, replace=False).tolist())
+            first = [i for i in idx if records[i].source in keep_sources][:per_class]
+            rest = [i for i in idx if i not in set(first)]
+            drawn = rng.choice(rest, size=per_class - len(first), replace=False).tolist() if per_class > len(first) else []
+            idx = sorted(first + drawn)
         keep.update(idx)
     return [r for i, r in enumerate(records) if i in keep]
 

@@ -433,11 +433,29 @@ def entries_frame(manifests: Iterable[Manifest]):
 
 
 # --------------------------------------------------------------------------- manifest building
+#: Files of the mirror that list its contents: ``index.tsv`` and, beside it, the later additions
+#: (same columns; ``index.tsv`` itself stays unchanged when files are added).
+MIRROR_INDEX_FILES = ("index.tsv", "additions.tsv")
+
+
 def read_mirror_index(index_tsv: str | Path):
-    """The mirror's ``index.tsv`` as a DataFrame (columns as in its README)."""
+    """The mirror's ``index.tsv`` and, when present beside it, its ``additions.tsv``, as one
+    DataFrame (columns as in the mirror's README). A URL listed twice raises :class:`ManifestError`."""
     import pandas as pd
 
-    return pd.read_csv(index_tsv, sep="\t", dtype=str, keep_default_na=False)
+    index_tsv = Path(index_tsv)
+    parts = [pd.read_csv(index_tsv, sep="\t", dtype=str, keep_default_na=False)]
+    extra = index_tsv.with_name(MIRROR_INDEX_FILES[1])
+    if index_tsv.name == MIRROR_INDEX_FILES[0] and extra.is_file():
+        more = pd.read_csv(extra, sep="\t", dtype=str, keep_default_na=False)
+        if list(more.columns) != list(parts[0].columns):
+            raise ManifestError(extra, f"columns {list(more.columns)} differ from {index_tsv.name}'s")
+        parts.append(more)
+    df = pd.concat(parts, ignore_index=True)
+    twice = df.url[df.url.duplicated()]
+    if len(twice):
+        raise ManifestError(extra, f"{len(twice)} URL(s) listed twice, e.g. {twice.iloc[0]}")
+    return df
 
 
 def build_manifests_from_index(index_tsv: str | Path, info: dict[str, dict],

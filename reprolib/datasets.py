@@ -104,7 +104,7 @@ DATASETS: dict[str, dict] = {
                   "instructions": "Same images in full resolution: see the `kermany` manifest."},
     },
     "hannover-mhh": {
-        "title": "Hannover Medical School COVID-19 image repository (52 frontal CXRs)",
+        "title": "Hannover Medical School COVID-19 image repository (all 71 patients, frontal CXRs)",
         "citation": "Winther H.B. et al., COVID-19 Image Repository. figshare (2020), "
                     "doi:10.6084/m9.figshare.12275009.",
         "licence": "CC-BY-3.0",
@@ -112,19 +112,25 @@ DATASETS: dict[str, dict] = {
                      "url": "https://github.com/ml-workgroup/covid-19-image-repository",
                      "host": "ml-workgroup/covid-19-image-repository@ad7ab099b425f16e06bba22322336b7d6a732965"},
         "modality": "cxr",
-        "notes": ["Patients used in the Cohen collection are excluded (disjoint patients)."],
+        "notes": ["Every patient of the repository; 18 of them also appear in the Cohen collection as re-encoded "
+                  "2000 px JPEGs, which the chest X-ray chapters identify (metadata and perceptual hash) and "
+                  "keep out of training, so that Hannover is an external set.",
+                  "COVID-19 only: an external set for sensitivity, not specificity."],
         "paper": {"url": "https://github.com/ml-workgroup/covid-19-image-repository",
                   "instructions": "Clone the repository (no login)."},
     },
     "ieee8023-covid-chestxray": {
-        "title": "COVID-19 image data collection (Cohen), 23 PA chest X-rays",
+        "title": "COVID-19 image data collection (Cohen): 218 COVID-19 and 79 adult non-COVID chest X-rays",
         "citation": "Cohen J.P. et al., COVID-19 image data collection. arXiv:2003.11597 (2020).",
         "licence": "CC-BY-4.0 / CC-BY-3.0 per image; metadata CC-BY-NC-SA-4.0",
         "upstream": {"doi": "arXiv:2003.11597",
                      "url": "https://github.com/ieee8023/covid-chestxray-dataset",
                      "host": "hida6/covid-chestxray-dataset@584034aa7fbf06496741f11008d72fd791c8e443"},
         "modality": "cxr",
-        "notes": ["18 of the 23 images are Hannover originals (different patients from hannover-mhh)."],
+        "notes": ["18 COVID-19 images are Hannover originals (metadata location/url): excluded from training.",
+                  "Non-COVID images are of adults (bacterial, viral, other pneumonia, no finding): the adult "
+                  "controls that the paediatric Kermany images lack.",
+                  "Age, sex and view of every image in metadata.csv (joined on filename)."],
         "paper": {"url": "https://github.com/ieee8023/covid-chestxray-dataset",
                   "content": "161 COVID-19 images in the paper",
                   "instructions": "Clone the repository; select by metadata.csv licence and view."},

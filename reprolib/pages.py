@@ -363,6 +363,7 @@ def cxr_split(nb: Notebook, dev: list, counts: pd.DataFrame) -> None:
     nb.glue("n_not_certain_patients", len({r.patient for r in dev if r.label == "not_certain"}))
     for c in cxr.CLASSES:
         nb.glue(f"n_dev_{c}", sum(r.label == c for r in dev))
+        nb.glue(f"n_train_{c}", sum(r.label == c and r.split == "train" for r in dev))
     nb.glue_table("split_table", counts)
 
 
@@ -450,9 +451,6 @@ def cxr_validation(nb: Notebook, y: np.ndarray, yhat: np.ndarray, seed: int) -> 
     cols = ["precision", "precision_lo", "precision_hi", "recall", "recall_lo", "recall_hi", "f1", "f1_lo", "f1_hi",
             "accuracy_ovr", "accuracy_ovr_lo", "accuracy_ovr_hi", "support"]
     nb.glue_table("val_report", report[cols])
-    paper = pd.DataFrame(paper_values.CXR["per_class"]).T
-    paper.index.name = "class (per cent)"
-    nb.glue_table("paper_table", paper, floatfmt="{:.1f}")
     nb.glue_text("reported_macro_f1", paper_values.CXR["average_percent"] / 100, "{:.2f}")
     return report
 
@@ -461,8 +459,9 @@ def external_sets(nb: Notebook, profile: str, ext_frame: pd.DataFrame, removed_t
                   n_pairs: int) -> None:
     """Glue what the external set is in this profile and what de-duplication removed."""
     desc = {"synthetic": "held-out phantoms from the same generator (test split)",
-            "sample": "the Kermany *test* split (other children of the same hospital: same-source held-out, not "
-                      "external) and the Hannover COVID-19 repository (a different hospital)",
+            "sample": "every patient of the Hannover repository (another hospital; COVID-19 only, so it measures "
+                      "sensitivity), reported beside the Kermany *test* split (other children of the training "
+                      "hospital: a same-source held-out set, not an external one)",
             "paper": "the COVID-19 Radiography Database (Chowdhury et al.)"}[profile]
     nb.glue_text("external_desc", desc)
     sources = ext_frame.groupby(["label", "source"]).size().rename("images").to_frame()
@@ -479,18 +478,24 @@ def external_sets(nb: Notebook, profile: str, ext_frame: pd.DataFrame, removed_t
         "No external image was a near-copy of a development image, so there is no pair to show.")
 
 
-def external_accuracy(nb: Notebook, y: np.ndarray, yhat: np.ndarray, per_class: int) -> None:
-    """Glue the accuracy per class on the de-duplicated external images (at most ``per_class``
-    drawn per class) with Wilson intervals, next to the paper's external accuracies (quoted)."""
+def external_accuracy(nb: Notebook, records: list, y: np.ndarray, probs: np.ndarray, per_class: int) -> None:
+    """Glue the accuracy per class on the de-duplicated held-out images (at most ``per_class`` drawn
+    per class and set) with Wilson intervals, per set: ``external`` (another hospital) and
+    ``same_source`` (held out from a training source), next to the paper's external accuracies
+    (quoted; the paper's set was the COVID-19 Radiography Database). For COVID-19 on the external set
+    it also gives one score per patient (a patient counts as found when the mean of its images'
+    probabilities is highest for COVID-19): ``ext_patients_covid19``, ``ext_patient_acc_covid19``."""
     from . import cxr
 
     nb.glue("external_per_class", int(per_class))
     paper_ext = paper_values.CXR["external_accuracy_percent"]
     for cls, pct in paper_ext.items():
         nb.glue_text(f"reported_ext_acc_{cls}", pct / 100, "{:.2f}")
+    y, yhat = np.asarray(y), np.asarray(probs).argmax(1)
+    sets = np.array([r.split for r in records])
     rows = []
     for cls in cxr.CLASSES:
-        k_idx = np.asarray(y) == cxr.CLASSES.index(cls)
+        k_idx = y == cxr.CLASSES.index(cls)
         n = int(k_idx.sum())
         nb.glue(f"ext_n_{cls}", n)
         if n == 0:
@@ -499,15 +504,29 @@ def external_accuracy(nb: Notebook, y: np.ndarray, yhat: np.ndarray, per_class: 
             if cls in paper_ext:
                 nb.glue_text(f"lp_ext_acc_{cls}", None)
             continue
-        k = int((np.asarray(yhat)[k_idx] == np.asarray(y)[k_idx]).sum())
+        k = int((yhat[k_idx] == y[k_idx]).sum())
         lo, hi = evaluate.wilson_ci(k, n)
-        rows.append({"class": cls, "n": n, "correct": k, "accuracy": k / n, "ci_lo": lo, "ci_hi": hi,
-                     "paper (%)": paper_ext.get(cls)})
+        kinds = sorted(set(sets[k_idx]))
+        rows.append({"class": cls, "set": ", ".join(kinds), "n": n, "correct": k, "accuracy": k / n, "ci_lo": lo,
+                     "ci_hi": hi, "paper (%)": paper_ext.get(cls)})
         nb.glue(f"ext_acc_{cls}", k / n)
         nb.glue(f"ext_acc_{cls}_ci_lo", lo)
         nb.glue(f"ext_acc_{cls}_ci_hi", hi)
-        nb.glue_text(f"lp_ext_acc_{cls}", f"{k / n:.3f} ({lo:.3f}–{hi:.3f}), n = {n}")
+        where = {"external": "another hospital", "same_source": "same source, not external"}.get(kinds[0], kinds[0])
+        nb.glue_text(f"lp_ext_acc_{cls}", f"{k / n:.3f} ({lo:.3f}–{hi:.3f}), n = {n}, {where}")
     nb.glue_table("external_accuracy", pd.DataFrame(rows).set_index("class"))
+    covid = cxr.CLASSES.index("covid19")
+    ext = (sets == "external") & (y == covid)
+    patients = sorted({r.group for r, e in zip(records, ext) if e})
+    found = 0
+    for g in patients:
+        idx = [i for i, r in enumerate(records) if ext[i] and r.group == g]
+        found += int(np.asarray(probs)[idx].mean(axis=0).argmax() == covid)
+    lo, hi = evaluate.wilson_ci(found, len(patients))
+    nb.glue("ext_patients_covid19", len(patients))
+    nb.glue("ext_patient_acc_covid19", found / len(patients) if patients else None)
+    nb.glue_text("lp_ext_patient_acc_covid19", None if not patients else
+                 f"{found / len(patients):.3f} ({lo:.3f}–{hi:.3f}), {plural(len(patients), 'patient')}")
 
 
 # --------------------------------------------------------------------------- every trained chapter
@@ -543,3 +562,84 @@ def seed_spread(nb: Notebook, keys: dict[str, str]) -> None:
         "calibration runs (five seeds, each with the CPU's own kernels and with oneDNN and ATen capped one "
         "instruction set lower; `tests/expected/calibrate.py`), beside this run's value.\n"
         f":name: tbl-{nb.name[:2]}-spread\n\n{table}\n:::\n"))
+
+
+# --------------------------------------------------------------------------- chapter 07: sources and age
+
+
+def cxr_sources(nb: Notebook, src: Any | None) -> None:
+    """Glue where the sample's chest X-rays come from (:class:`reprolib.cxr_sources.SampleSources`):
+    the Hannover originals kept out of development, found by metadata and confirmed by perceptual
+    hash, and the Hannover patients they belong to; "not available" in the synthetic profile."""
+    n_meta = None if src is None else len(src.excluded) - len(src.hash_only)
+    nb.glue_text("n_hannover_origin_metadata", n_meta, "{:d}")
+    nb.glue_text("n_hannover_origin_hash", None if src is None else src.confirmed_by_hash, "{:d}")
+    nb.glue_text("n_hannover_origin_hash_only", None if src is None else len(src.hash_only), "{:d}")
+    nb.glue_text("n_hannover_origin_patients", None if src is None else len(src.linked_patients), "{:d}")
+
+
+def adult_confound(nb: Notebook, audit: dict[str, Any] | None) -> None:
+    """Glue the confound audit restricted to adults: COVID-19 against adult non-COVID images by image
+    geometry and intensity alone (None when the profile has no adult non-COVID images)."""
+    auc = None if audit is None else audit["per_class_auc"].get("covid19")
+    nb.glue_text("confound_covid_auc_adult", auc)
+    nb.glue_text("confound_adult_n", None if audit is None else audit["n_images"], "{:d}")
+
+
+def age_groups(nb: Notebook, records: list, y: np.ndarray, yhat: np.ndarray) -> None:
+    """Glue validation metrics by age group: images, accuracy and the COVID-19 specificity (non-COVID
+    images not called COVID-19) with Wilson intervals, and the COVID-19 specificity on adult
+    non-COVID images alone (``covid_spec_adult``, the number that says whether the model learned
+    COVID-19 or adulthood)."""
+    from . import cxr
+
+    covid = cxr.CLASSES.index("covid19")
+    groups = np.array([r.age_group for r in records])
+    y, yhat = np.asarray(y), np.asarray(yhat)
+    rows = []
+    for group in ("child", "adult", "-"):
+        sel = groups == group
+        if not sel.any():
+            continue
+        right = int((y[sel] == yhat[sel]).sum())
+        acc_lo, acc_hi = evaluate.wilson_ci(right, int(sel.sum()))
+        neg = sel & (y != covid)
+        kept = int((yhat[neg] != covid).sum())
+        spec_lo, spec_hi = evaluate.wilson_ci(kept, int(neg.sum()))
+        rows.append({"age group": {"-": "unknown"}.get(group, group), "images": int(sel.sum()),
+                     "accuracy": right / sel.sum(), "accuracy 95 % CI": _interval(acc_lo, acc_hi),
+                     "non-COVID images": int(neg.sum()),
+                     "COVID-19 specificity": kept / neg.sum() if neg.any() else None,
+                     "specificity 95 % CI": _interval(spec_lo, spec_hi)})
+        if group == "adult":
+            nb.glue("covid_spec_adult", kept / neg.sum() if neg.any() else None)
+            nb.glue("covid_spec_adult_ci_lo", spec_lo if neg.any() else None)
+            nb.glue("covid_spec_adult_ci_hi", spec_hi if neg.any() else None)
+            nb.glue("covid_spec_adult_n", int(neg.sum()))
+            nb.glue_text("lp_covid_spec_adult", None if not neg.any() else
+                         f"{kept / neg.sum():.3f} ({spec_lo:.3f}–{spec_hi:.3f}), n = {int(neg.sum())}")
+    if "lp_covid_spec_adult" not in nb.values:
+        nb.glue_text("lp_covid_spec_adult", None)
+    nb.glue_table("age_table", pd.DataFrame(rows).set_index("age group"))
+
+
+def _interval(lo: float, hi: float) -> str:
+    return "–" if not np.isfinite(lo) else f"{lo:.3f}–{hi:.3f}"
+
+
+def paper_comparison(nb: Notebook, report: pd.DataFrame) -> None:
+    """One table: the seed paper's per-class precision, recall and F1 (Table 1, per cent) beside
+    ours in the same units, with our 95 % intervals."""
+    rows = []
+    for cls, printed in paper_values.CXR["per_class"].items():
+        if cls not in report.index:
+            continue
+        r = report.loc[cls]
+        for metric, lo, hi in (("precision", "precision_lo", "precision_hi"), ("recall", "recall_lo", "recall_hi"),
+                               ("f1", "f1_lo", "f1_hi")):
+            ours = r[metric]
+            rows.append({"class": cls, "metric": metric, "seed paper 003 (%)": printed[metric],
+                         "this build (%)": None if not np.isfinite(ours) else 100 * ours,
+                         "95 % CI (%)": "–" if not np.isfinite(r[lo]) else f"{100 * r[lo]:.1f}–{100 * r[hi]:.1f}",
+                         "images": int(r["support"])})
+    nb.glue_table("paper_vs_ours", pd.DataFrame(rows).set_index(["class", "metric"]), floatfmt="{:.1f}")

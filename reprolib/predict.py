@@ -56,9 +56,29 @@ class CXRModelCard:
     profile: str = "-"
     provenance: dict = field(default_factory=dict)
     retrained: dict = field(default_factory=dict)  # set when `repro retrain cxr` promoted a model
+    work_dir: str = ""  # where ``path`` lives; never shown (to_dict makes it relative)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return _public(asdict(self))
+
+
+def _public(card: dict) -> dict:
+    """A card as shown to users (``/api/health``, reports): file paths relative to the build's work
+    folder (``work_dir``, which is left out), never the server's absolute paths."""
+    work = card.pop("work_dir", None)
+    for key in [k for k in card if k == "path" or k.endswith("_path")]:
+        card[key] = _relative(card[key], work)
+    return card
+
+
+def _relative(path: str, work: str | None) -> str:
+    p = Path(path)
+    if work:
+        try:
+            return p.relative_to(work).as_posix()
+        except ValueError:
+            pass
+    return p.name
 
 
 @dataclass(frozen=True)
@@ -76,9 +96,10 @@ class CTModelCard:
     metrics: dict = field(default_factory=dict)  # held-out AUC/AP/accuracy, lesion hit rate
     profile: str = "-"
     provenance: dict = field(default_factory=dict)
+    work_dir: str = ""  # where the paths above live; never shown (to_dict makes them relative)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return _public(asdict(self))
 
 
 def _dirs(profile: str, work_dir: str | Path | None, results_dir: str | Path | None) -> tuple[Path, Path]:
@@ -127,7 +148,7 @@ def cxr_card(profile: str, work_dir: str | Path | None = None, results_dir: str 
                 metrics[f"f1_{cls}"] = report["f1"][i]
     card = CXRModelCard(path=str(path), sha256=str(v["checkpoint_sha256"]), size=int(v["image_size"]),
                         classes=tuple(cxr.CLASSES), weights=str(v.get("weights_mode", "none")), metrics=metrics,
-                        profile=profile, provenance=_provenance(work))
+                        profile=profile, provenance=_provenance(work), work_dir=str(work))
     current = work / "cxr_current.json"
     if current.is_file():  # a model promoted by `repro retrain cxr` replaces the build's
         try:
@@ -172,7 +193,7 @@ def ct_card(profile: str, work_dir: str | Path | None = None, results_dir: str |
                            (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))),
                        decovnet_path=str(dpath), decovnet_sha256=dsha, hw=tuple(int(s) for s in meta["hw"]),
                        z_step=int(meta["z_step"]), fc_init=str(meta["fc_init"]), metrics=metrics, profile=profile,
-                       provenance=_provenance(work))
+                       provenance=_provenance(work), work_dir=str(work))
 
 
 def load_cxr_model(card: CXRModelCard):
@@ -215,7 +236,8 @@ def predict_cxr(model, image_path: str | Path, card: CXRModelCard, out_dir: str 
 
     Raises
     ------
-    ImageError naming the file (unreadable, truncated, decompression bomb).
+    ImageError naming the file (unreadable, truncated, decompression bomb, shorter side below
+    :data:`reprolib.cxr.MIN_SIDE_PX`).
     """
     import torch
 
@@ -225,6 +247,7 @@ def predict_cxr(model, image_path: str | Path, card: CXRModelCard, out_dir: str 
     t0 = time.perf_counter()
     image_path = Path(image_path)
     img = cxr.load_cxr(image_path, max_pixels=max_pixels)
+    cxr.check_min_size(img, image_path)
     x = cxr.build_transforms(card.size, train=False)(img)
     with torch.inference_mode():
         probs = torch.softmax(model(x[None]), dim=1)[0].double().numpy()

@@ -33,8 +33,8 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["IMAGE_SUFFIXES", "labelled_folder", "evaluate_cxr", "gate", "fine_tune", "retrain_cxr",
-           "read_lineage"]
+__all__ = ["IMAGE_SUFFIXES", "labelled_folder", "evaluate_cxr", "gate", "fine_tune", "default_holdout",
+           "retrain_cxr", "read_lineage"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -149,6 +149,18 @@ def read_lineage(work_dir: str | Path) -> list[dict]:
             except ValueError as exc:
                 raise InputError(path, f"line {i} is not JSON ({exc})") from exc
     return out
+
+
+def default_holdout(profile: str, work_dir: str | Path, data_dir: str | Path | None = None) -> list:
+    """The held-out set when none is given: the development images that notebook 07 put in its
+    validation split, read from the split file it saved (image sha256 -> split). It never holds an
+    image the served model trained on, whatever ``--seed`` the build ran with."""
+    from . import cxr
+
+    work = Path(work_dir)
+    split = cxr.read_split(work / cxr.SPLIT_FILE)
+    dev, _ = cxr.profile_records(profile, data_dir, work)
+    return cxr.held_out(dev, split)
 
 
 def retrain_cxr(work_dir: str | Path, card, new_records: Sequence, holdout_records: Sequence, *,

@@ -1161,8 +1161,19 @@ def _probabilities_ok(j: dict) -> None:
 
 @case("upload", "upload-cxr-accept-16-bit-png")
 def _(ctx: Ctx) -> Scenario:
-    k = np.arange(1024, dtype=np.uint16).reshape(32, 32) * 64
+    k = np.arange(4096, dtype=np.uint16).reshape(64, 64) * 16
     return _upload(ctx, "cxr", "sixteen.png", png_bytes(k), 200, check=_probabilities_ok)
+
+
+@case("upload", "upload-cxr-accept-odd-size")
+def _(ctx: Ctx) -> Scenario:
+    return _upload(ctx, "cxr", "odd.png", png_bytes(gray(64, 97)), 200, check=_probabilities_ok)
+
+
+@case("upload", "upload-cxr-refuse-too-small")
+def _(ctx: Ctx) -> Scenario:
+    """A 1x1 PNG is a valid image but no radiograph: refused with the minimum size, not scored."""
+    return _upload(ctx, "cxr", "dot.png", png_bytes(np.array([[137]], np.uint8)), 422, "too small", "64 px")
 
 
 @case("upload", "upload-cxr-accept-palette-png-declared-jpeg")
@@ -1170,7 +1181,7 @@ def _(ctx: Ctx) -> Scenario:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(gray(32, 32)).convert("P").save(buf, format="PNG")
+    Image.fromarray(gray(64, 64)).convert("P").save(buf, format="PNG")
     return _upload(ctx, "cxr", "scan.jpg", buf.getvalue(), 200, check=_probabilities_ok, content_type="image/jpeg")
 
 

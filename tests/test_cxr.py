@@ -440,6 +440,7 @@ def test_missing_weights_raise_data_unavailable_with_hint(tmp_path, monkeypatch)
     assert "REPRO_DATA_MIRROR" in msg and str(WEIGHTS_REL) in msg and cxr.IMAGENET_SHA256 in msg
     mode, reason = cxr.weights_mode("imagenet", **kw)
     assert mode == "none" and "random initialisation" in reason
+    assert str(tmp_path) not in reason and cxr.IMAGENET_SHA256 in reason  # the book shows it: no machine paths
     assert cxr.weights_mode("none")[0] == "none"
     with pytest.raises(ConfigError):
         cxr.weights_mode("imagenet21k")

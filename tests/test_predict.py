@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +114,46 @@ def test_cli_predict_cxr(tiny_build, tmp_path, monkeypatch, capsys):
     assert (tmp_path / "cxr_gradcam.png").is_file()
     rc = cli.main(["predict", "cxr", str(tmp_path / "missing.png"), "--profile", "sample", "--out", str(tmp_path)])
     assert rc == 1 and "missing.png" in capsys.readouterr().err
+
+
+def test_cxr_images_below_the_minimum_size_are_refused_naming_the_file(tiny_build, tmp_path):
+    from PIL import Image
+
+    from reprolib import cxr
+    from reprolib.errors import ImageError
+
+    cxr_card, _ = _cards(tiny_build)
+    model = predict.load_cxr_model(cxr_card)
+    small = tmp_path / "thumb.png"
+    Image.fromarray(np.full((cxr.MIN_SIDE_PX - 1, 300), 90, np.uint8)).save(small)
+    with pytest.raises(ImageError, match=r"thumb\.png.*300×63 px is too small.*at least 64 px"):
+        predict.predict_cxr(model, small, cxr_card, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_a_thumbnail_with_the_minimum_size(tiny_build, tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from reprolib import cli
+
+    monkeypatch.setenv("REPRO_WORK_DIR", str(tiny_build["base"]))
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results_root"))
+    (tmp_path / "results_root" / "sample").mkdir(parents=True)
+    for f in tiny_build["results"].iterdir():
+        (tmp_path / "results_root" / "sample" / f.name).write_bytes(f.read_bytes())
+    Image.fromarray(np.full((1, 1), 90, np.uint8)).save(tmp_path / "dot.png")
+    rc = cli.main(["predict", "cxr", str(tmp_path / "dot.png"), "--profile", "sample", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "dot.png" in err and "1×1 px is too small" in err and "64 px" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cards_show_paths_relative_to_the_work_folder(tiny_build):
+    cxr_card, ct_card = _cards(tiny_build)
+    assert Path(cxr_card.path).is_absolute()  # the card itself can load the model
+    for card in (cxr_card, ct_card):
+        shown = json.dumps(card.to_dict())
+        assert str(tiny_build["base"]) not in shown and "work_dir" not in card.to_dict()
+    assert cxr_card.to_dict()["path"] == "cxr_resnet50.pt"
+    assert ct_card.to_dict()["decovnet_path"] == "decovnet_last.pt"
+    assert ct_card.to_dict()["unet_path"] == "unet/final.pt"

@@ -91,3 +91,36 @@ def test_improved_candidate_promoted_degraded_refused_lineage_kept(tiny_build, t
         p = Path(e["candidate_path"])
         assert p.is_file() and Path(f"{p}.sha256").read_text().split()[0] == e["candidate_sha256"]
     assert json.loads((work / "cxr_current.json").read_text())["sha256"] == first["candidate_sha256"]
+
+
+def test_default_holdout_never_holds_a_training_image_whatever_the_seed(tmp_path):
+    """Notebook 07 saves its split; ``repro retrain`` holds out exactly its validation images. The
+    old default (re-splitting with the profile's seed) leaks training images after ``--seed N``."""
+    import json as _json
+
+    from reprolib import cxr, phantoms
+    from reprolib.files import sha256_file
+
+    work = tmp_path / "work"
+    recs = phantoms.make_synthetic_dataset(work / "synthetic_data", ct_count=0, cxr_per_class=8, cxr_size=32)
+    (work / "synthetic_records.json").write_text(_json.dumps(recs))
+    dev0, _ = cxr.profile_records("synthetic", None, work)
+    leaked_somewhere = False
+    for seed in (0, 3, 7):
+        dev = cxr.patient_split(dev0, test_frac=0.0, val_frac=0.25, seed=seed)  # as `repro run --seed N`
+        cxr.save_split(work / cxr.SPLIT_FILE, dev, seed)
+        trained = {sha256_file(r.path) for r in dev if r.split == "train"}
+        val = {sha256_file(r.path) for r in dev if r.split == "val"}
+        holdout = retrain.default_holdout("synthetic", work)
+        got = {sha256_file(r.path) for r in holdout}
+        assert got == val and not got & trained and {r.split for r in holdout} == {"val"}
+        old = cxr.patient_split(dev0, test_frac=0.0, val_frac=0.25, seed=0)  # the profile's seed
+        leaked_somewhere |= bool({sha256_file(r.path) for r in old if r.split == "val"} & trained)
+    assert leaked_somewhere  # the defect this guards against is real
+
+
+def test_default_holdout_without_a_split_file_says_what_to_run(tmp_path):
+    from reprolib.errors import ManifestError
+
+    with pytest.raises(ManifestError, match="cxr_split.json.*run notebook 07"):
+        retrain.default_holdout("synthetic", tmp_path)

@@ -1,6 +1,8 @@
 """reprolib.serve: the JSON API with hostile uploads, and the web page in a real browser."""
 from __future__ import annotations
 
+import json
+
 import gzip
 import io
 import shutil
@@ -51,6 +53,8 @@ def test_health_and_openapi(client):
     h = client.get("/api/health").json()
     assert h["status"] == "ok" and h["models"]["cxr"]["size"] == 64 and h["models"]["ct"]["z_step"] == 2
     assert h["models"]["cxr"]["git"]["commit"] == "0" * 40
+    assert h["models"]["cxr"]["path"] == "cxr_resnet50.pt" and h["models"]["ct"]["unet_path"] == "unet/final.pt"
+    assert "/tmp/" not in json.dumps(h) and "pytest" not in json.dumps(h)  # no server path leaks
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/predict/cxr", "/api/predict/ct", "/api/health"} <= set(paths)
     page = client.get("/").text

@@ -34,12 +34,13 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
 
 from reprolib.provenance import cpu_model
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-NOTEBOOKS = ["01", "02", "03", "04", "05", "06", "07", "08"]  # 09 (performance) trains nothing
+NOTEBOOKS = ["01", "02", "03", "04", "05", "06", "07", "08", "10"]  # 09 (performance) trains nothing
 
 #: Values downstream of training, by notebook: keys matching ``include`` and not ``exclude``.
 #: Everything else a notebook publishes as a number or boolean is *exact*: identical on any machine.
@@ -49,7 +50,8 @@ STATISTICAL_PATTERNS: dict[str, tuple[str, str]] = {
     "05_2dclfnet": (r"^(decov_run_|clf2d_run_|auc_diff|decov_learned|clf2d_learned|both_learned)", r"$^"),
     "06_cam_localization": (r"^(cam_|gradcam_)", r"^cam_n_(volumes|scored)$"),
     "07_cxr_resnet50": (r"^(macro_f1|f1_|precision_|recall_|accuracy|cxr_learned|predicted_)", r"$^"),
-    "08_external_validation": (r"^ext_acc_", r"$^"),
+    "08_external_validation": (r"^(ext_acc_|ext_patient_acc_)", r"$^"),
+    "10_claims_ledger": (r"$^", r"$^"),
 }
 
 
@@ -118,18 +120,22 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def run_one(seed: int, isa: str, env_extra: dict[str, str], out: Path) -> Path:
-    """One synthetic run (notebooks 01–08) from empty folders; returns its results folder."""
+def run_one(seed: int, isa: str, env_extra: dict[str, str], out: Path, refresh: Sequence[str] = ()) -> Path:
+    """One synthetic run (notebooks 01–08 and 10) from empty folders; returns its results folder.
+
+    With ``refresh``, an existing run re-executes only those notebooks (a change that moves nothing
+    upstream of them, e.g. new values published by a chapter)."""
     base = out / f"seed{seed}-{isa}"
     results = base / "results" / "synthetic"
-    if (base / "done").is_file():
+    if (base / "done").is_file() and not refresh:
         return results
+    notebooks = list(refresh) if (base / "done").is_file() else NOTEBOOKS
     env = {**os.environ, **env_extra, "PYTHONPATH": str(ROOT),  # notebooks import this tree's reprolib
            "REPRO_WORK_DIR": str(base / "work"),
            "REPRO_RESULTS_DIR": str(base / "results"), "REPRO_DATA_DIR": str(base / "data"),
            "REPRO_BENCH_JSON": str(base / "no-bench.json")}
     cmd = [sys.executable, "-m", "reprolib.cli", "run", "--profile", "synthetic", "--seed", str(seed),
-           "--force", "--quiet"] + [a for nb in NOTEBOOKS for a in ("--only", nb)]
+           "--force", "--quiet"] + [a for nb in notebooks for a in ("--only", nb)]
     t0 = time.perf_counter()
     print(f"[calibrate] seed {seed}, {isa} {env_extra or ''}", flush=True)
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -237,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--isa", nargs="+", choices=("native", "capped"), default=["native", "capped"],
                     help="instruction-set settings to run (both by default)")
     ap.add_argument("--runs-only", action="store_true", help="run, but do not rewrite the JSON files")
+    ap.add_argument("--refresh", nargs="+", default=(), metavar="NN",
+                    help="re-execute these notebooks in every existing run folder (nothing upstream changed)")
     args = ap.parse_args(argv)
     settings = {k: v for k, v in isa_settings().items() if k in args.isa}
     runs = {}
@@ -245,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             base = args.out / f"seed{seed}-{isa}"
             if args.reuse and not (base / "done").is_file():
                 continue
-            results = base / "results" / "synthetic" if args.reuse else run_one(seed, isa, env, args.out)
+            results = base / "results" / "synthetic" if args.reuse else run_one(seed, isa, env, args.out, args.refresh)
             runs[f"seed{seed}-{isa}"] = load_values(results)
     if args.runs_only:
         return 0
