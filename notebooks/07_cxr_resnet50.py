@@ -62,7 +62,7 @@ dev = cxr.patient_split(dev, test_frac=0.0, val_frac=S["val_frac"], seed=seed)
 counts = cxr.records_frame(dev).pivot_table(index=["label", "source", "age_group"], columns="split", values="path",
                                             aggfunc="count", fill_value=0)
 pages.cxr_split(nb, dev, counts)
-cxr.save_split(work / cxr.SPLIT_FILE, dev, seed)  # `repro retrain cxr` holds out exactly these validation images
+_ = cxr.save_split(work / cxr.SPLIT_FILE, dev, seed)  # `repro retrain cxr` holds out exactly these validation images
 
 # %% [markdown]
 # Hannover originals in the Cohen collection: {glue:text}`n_hannover_origin_metadata` found by metadata,

@@ -2,7 +2,8 @@
 
 ``python -m reprolib.audit _build/html`` (or :func:`audit`) checks every page for: visible code
 cells longer than :data:`MAX_CODE_LINES` lines (cells hidden with ``hide-input`` or
-``remove-input`` do not count), a Python traceback, an absolute path of the build machine, a
+``remove-input`` do not count), a cell's bare return value shown as plain text (a ``repr`` such as
+``PosixPath(...)`` instead of a table, figure or sentence), a Python traceback, an absolute path of the build machine, a
 table cell that reads ``nan``/``None``, the same table shown twice on one page, a table captioned
 as a figure; and it counts the claims ledger's rows that carry a verdict. Exit status 0 only when
 there is no defect and the ledger has at least ``--ledger-min`` rows (default 40).
@@ -28,7 +29,7 @@ class Report:
     """Defects found, by kind, each as ``"page: detail"``; ledger rows with a verdict."""
 
     defects: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in (
-        "long_code", "traceback", "machine_path", "missing_cells", "duplicate_tables", "table_as_figure")})
+        "long_code", "raw_value", "traceback", "machine_path", "missing_cells", "duplicate_tables", "table_as_figure")})
     ledger_rows: int = 0
     pages: int = 0
 
@@ -65,6 +66,8 @@ def audit_page(html: str, name: str, report: Report) -> None:
         n = sum(1 for line in source.get_text().splitlines() if line.strip())  # the <pre>'s own lines
         if n > MAX_CODE_LINES:
             report.defects["long_code"].append(f"{name}: {n} lines")
+    for out in main.select("div.output.text_plain"):
+        report.defects["raw_value"].append(f"{name}: {out.get_text(' ', strip=True)[:60]!r}")
     text = main.get_text(" ")
     if "Traceback (most recent call last)" in text:
         report.defects["traceback"].append(name)
