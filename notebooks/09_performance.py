@@ -124,7 +124,7 @@ nb.glue_figure("decovnet_time_vs_T", performance.decovnet_time_vs_T(
 # ## The lung U-Net and the chest X-ray ResNet-50
 
 # %% tags=["hide-input"]
-_ = nb.glue_table("nets_table", bench.nets_table(doc), record=False)
+nb.glue_table("nets_table", bench.nets_table(doc), record=False)
 
 # %% tags=["remove-input"]
 unet = next(r for r in doc["rows"] if r["job"] == "unet")

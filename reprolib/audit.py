@@ -3,7 +3,7 @@
 ``python -m reprolib.audit _build/html`` (or :func:`audit`) checks every page for: visible code
 cells longer than :data:`MAX_CODE_LINES` lines (cells hidden with ``hide-input`` or
 ``remove-input`` do not count), a cell's bare return value shown as plain text (a ``repr`` such as
-``PosixPath(...)`` instead of a table, figure or sentence), a Python traceback, an absolute path of the build machine, a
+``PosixPath(...)`` instead of a table, figure or sentence) or as an uncaptioned DataFrame, a Python traceback, an absolute path of the build machine, a
 table cell that reads ``nan``/``None``, the same table shown twice on one page, a table captioned
 as a figure; and it counts the claims ledger's rows that carry a verdict. Exit status 0 only when
 there is no defect and the ledger has at least ``--ledger-min`` rows (default 40).
@@ -68,6 +68,9 @@ def audit_page(html: str, name: str, report: Report) -> None:
             report.defects["long_code"].append(f"{name}: {n} lines")
     for out in main.select("div.output.text_plain"):
         report.defects["raw_value"].append(f"{name}: {out.get_text(' ', strip=True)[:60]!r}")
+    for out in main.select("div.output.text_html"):
+        if out.find("table", class_="dataframe") is not None:  # a DataFrame returned by a cell, uncaptioned
+            report.defects["raw_value"].append(f"{name}: a DataFrame shown as a cell's return value")
     text = main.get_text(" ")
     if "Traceback (most recent call last)" in text:
         report.defects["traceback"].append(name)

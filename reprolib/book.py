@@ -194,14 +194,15 @@ class Notebook:
         return self.glue(key, round(float(seconds), digits), timing=True)
 
     def glue_table(self, key: str, df, display: bool = False, record: bool = True, index: bool = True,
-                   floatfmt: str = "{:.3f}", formats: "Mapping[str, str] | None" = None):
+                   floatfmt: str = "{:.3f}", formats: "Mapping[str, str] | None" = None) -> None:
         """Glue a pandas DataFrame as a Markdown table and record its columns (unformatted).
 
         The page shows it with ``{glue:md}`` inside a ``{table}`` directive (a numbered, captioned
         table that scrolls when wide); floats use ``floatfmt`` unless ``formats`` gives their column
         its own pattern (:func:`format_columns`), so that a table and the prose round one quantity
         alike. Columns named in :data:`MEASURED_COLUMNS` (times, memory peaks: they differ between
-        runs) are recorded under ``timings`` (as ``<key>``), the others under ``values``."""
+        runs) are recorded under ``timings`` (as ``<key>``), the others under ``values``. Returns
+        nothing, so that a cell ending with it shows no second, unformatted copy of the table."""
         from IPython.display import Markdown
         from myst_nb import glue
 
@@ -213,7 +214,6 @@ class Notebook:
             self.record(key, {c: v for c, v in cols.items() if c not in measured})
             if measured:
                 self.record(key, measured, timing=True)
-        return df
 
     @contextlib.contextmanager
     def timer(self, key: str, digits: int = 2):

@@ -35,11 +35,13 @@ def test_a_clean_page_has_no_defect():
 def test_each_defect_is_found():
     long_table = [["alpha beta gamma delta", "epsilon zeta eta theta iota"]]
     raw = '<div class="cell_output docutils container"><div class="output text_plain highlight-myst-ansi">' \
-          "<pre>[0.5, 0.25]</pre></div></div>"
+          "<pre>[0.5, 0.25]</pre></div></div>" \
+          '<div class="cell_output docutils container"><div class="output text_html"><div>' \
+          '<table border="1" class="dataframe"><tr><td>1</td></tr></table></div></div></div>'
     r = run(page(cell(LONG) + raw + "<p>Traceback (most recent call last):</p><p>data in /work/main/results</p>"
                  + table([["a", "nan"]]) + table(long_table) + table(long_table) + table([["x", "1"]], "Fig. 3 t")))
     assert {k: len(v) for k, v in r.defects.items()} == {
-        "long_code": 1, "raw_value": 1, "traceback": 1, "machine_path": 1, "missing_cells": 1, "duplicate_tables": 1,
+        "long_code": 1, "raw_value": 2, "traceback": 1, "machine_path": 1, "missing_cells": 1, "duplicate_tables": 1,
         "table_as_figure": 1}
 
 
