@@ -5,7 +5,7 @@
     repro publish [--profile P] [--build] [--remote origin] [--branch gh-pages] [--no-push]
     repro data fetch|verify --profile P
     repro data build-manifests --index PATH
-    repro predict ct PATH | repro predict cxr IMAGE  [--profile P] [--out DIR]
+    repro predict ct PATH|FOLDER [--list FILE] [--spacing Z,Y,X] | repro predict cxr IMAGE  [--profile P] [--out DIR]
     repro serve [--profile P] [--host 127.0.0.1] [--port 8000]
     repro retrain cxr --new-data DIR [--holdout DIR] [--profile P]
     repro train decovnet|clf2d --cohort NPZ --out DIR [--fold K]   (also under torchrun)
@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
 from . import config
-from .errors import ReproError
+from .errors import InputError, ReproError
 
 
 def _profile_arg(p: argparse.ArgumentParser) -> None:
@@ -71,10 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="run the book's models on your own files")
     p.add_argument("kind", choices=("ct", "cxr"), help="ct: DICOM folder, NIfTI or PNG stack; cxr: PNG/JPEG image")
-    p.add_argument("path", type=Path)
+    p.add_argument("path", type=Path, nargs="?",
+                   help="one scan or image; for ct also a folder of scans (each sub-folder or NIfTI file a scan)")
     _profile_arg(p)
     p.add_argument("--out", type=Path, default=Path("repro-predictions"),
-                   help="folder for masks, heat map and report (default: %(default)s)")
+                   help="folder for masks, heat map and report (default: %(default)s); "
+                        "for several scans one sub-folder each and summary.csv/.json")
+    p.add_argument("--list", type=Path, default=None, dest="scan_list",
+                   help="ct: a text file naming one scan per line (relative to the file's folder)")
+    p.add_argument("--spacing", type=_spacing_arg, default=None, metavar="Z,Y,X",
+                   help="ct: voxel spacing in mm for PNG stacks, whose files carry none (e.g. 1.0,0.7,0.7)")
 
     p = sub.add_parser("serve", help="web page and JSON API for the book's models (FastAPI + uvicorn)")
     _profile_arg(p)
@@ -159,9 +166,49 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _cmd_predict(args) -> int:
-    from . import predict
+def _spacing_arg(text: str) -> tuple[float, float, float]:
+    from .io import check_spacing
 
+    parts = [t for t in re.split(r"[,\s]+", text.strip()) if t]
+    try:
+        return check_spacing([float(t) for t in parts])
+    except (ValueError, InputError) as exc:
+        raise argparse.ArgumentTypeError(f"--spacing {text!r}: give three numbers Z,Y,X in mm, e.g. 1.0,0.7,0.7 "
+                                         f"({getattr(exc, 'problem', exc)})") from None
+
+
+def _cmd_predict_ct_batch(args, scans_: list[Path]) -> int:
+    from . import predict, scans
+
+    for p in scans_:  # every scan checked before the first heavy step; problems go into the summary
+        try:
+            scans.check_scan(p, args.spacing)
+        except InputError as exc:
+            print(f"repro predict ct: will fail: {exc}", file=sys.stderr)
+    card = predict.ct_card(args.profile)
+    unet, net = predict.load_ct_models(card)
+    rows = predict.predict_ct_batch(unet, net, scans_, card, args.out, spacing_mm=args.spacing)
+    failed = [r for r in rows if r["status"] != "ok"]
+    for r in rows:
+        what = (f"p(COVID) {r['p_covid']:.3f}, lung {r['lung_ml']:.0f} ml" + (" (done before)" if r["reused"] else "")
+                if r["status"] == "ok" else r["error"])
+        print(f"{r['status']:6s} {r['id']}: {what}")
+    print(f"{len(rows) - len(failed)} ok, {len(failed)} failed; summary: {args.out / 'summary.csv'}")
+    print(predict.DISCLAIMER, file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_predict(args) -> int:
+    from . import predict, scans
+
+    if args.kind == "ct" and args.scan_list is not None:
+        if args.path is not None:
+            raise InputError(args.path, "give either a path or --list, not both")
+        return _cmd_predict_ct_batch(args, scans.read_scan_list(args.scan_list))
+    if args.path is None:
+        raise InputError(None, f"repro predict {args.kind}: no input given" + (" (a path or --list FILE)" if args.kind == "ct" else ""))
+    if args.kind == "ct" and scans.is_batch_folder(args.path):
+        return _cmd_predict_ct_batch(args, scans.list_scans(args.path))
     if args.kind == "cxr":
         card = predict.cxr_card(args.profile)
         out = predict.predict_cxr(predict.load_cxr_model(card), args.path, card, args.out)
@@ -170,7 +217,7 @@ def _cmd_predict(args) -> int:
     else:
         card = predict.ct_card(args.profile)
         unet, net = predict.load_ct_models(card)
-        out = predict.predict_ct(unet, net, args.path, card, args.out)
+        out = predict.predict_ct(unet, net, args.path, card, args.out, spacing_mm=args.spacing)
         summary = {k: out[k] for k in ("file", "p_covid", "prediction", "lung_ml", "lesion_ml", "seconds")}
         summary.update({k: str(out[k]) for k in ("lung_nifti", "lesion_nifti", "report", "report_md")})
     print(json.dumps(summary, indent=2))

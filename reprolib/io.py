@@ -75,7 +75,7 @@ HU_STORED_CLIP_LOW = -2000
 HU_STORED_CLIP_HIGH = 3000
 
 _INT16_MIN, _INT16_MAX = np.iinfo(np.int16).min, np.iinfo(np.int16).max
-_PNG_SUFFIXES = (".png",)
+_PNG_SUFFIXES = (".png", ".jpg", ".jpeg")  # 8-bit slice stacks
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 _IGNORED_NAMES = {"DICOMDIR", "Thumbs.db"}
@@ -761,12 +761,40 @@ def _numeric_key(p: Path) -> tuple:
     return tuple((0, int(s)) if s.isdigit() else (1, s) for s in parts if s != "")
 
 
-def read_png_stack(directory: str | os.PathLike, *, suffixes: Sequence[str] = _PNG_SUFFIXES) -> CTVolume:
+def png_stack_files(directory: str | os.PathLike, suffixes: Sequence[str] = _PNG_SUFFIXES) -> list[Path]:
+    """The slice files of a PNG stack, sorted numerically by stem (``2.png`` before ``10.png``).
+
+    Checked before any pixel is decoded: the folder exists and holds slice files, and none of
+    them is empty (all empty files are counted and the first few named in one error).
+
+    Raises
+    ------
+    ImageError
+        Naming the folder: not a folder, no slice files, or empty (0-byte) files.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ImageError(directory, "not a directory of PNG slices")
+    files = sorted((p for p in directory.iterdir()
+                    if p.is_file() and p.suffix.lower() in suffixes), key=_numeric_key)
+    if not files:
+        raise ImageError(directory, f"no {'/'.join(suffixes)} files")
+    empty = [p.name for p in files if p.stat().st_size == 0]
+    if empty:
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise ImageError(directory, f"{len(empty)} of {len(files)} slice files are empty (0 bytes): {shown}; "
+                                    "re-download the scan (a stack with missing slices is not a volume)")
+    return files
+
+
+def read_png_stack(directory: str | os.PathLike, *, suffixes: Sequence[str] = _PNG_SUFFIXES,
+                   spacing_mm: Sequence[float] | None = None) -> CTVolume:
     """Read a CC-CCII-style stack of 8-bit PNG slices (already windowed).
 
-    Files are sorted numerically by stem (``2.png`` before ``10.png``). There
-    are no HU and no spacing: ``is_hu=False``, ``spacing_mm=(nan, nan, nan)``
-    and ``meta["spacing_known"] = False``.
+    Files are sorted numerically by stem (``2.png`` before ``10.png``); empty files are refused
+    before decoding (:func:`png_stack_files`). The files carry no HU and no spacing:
+    ``is_hu=False``; ``spacing_mm`` is the given ``(z, y, x)`` spacing in mm, else
+    ``(nan, nan, nan)`` with ``meta["spacing_known"] = False``.
 
     Returns
     -------
@@ -781,12 +809,8 @@ def read_png_stack(directory: str | os.PathLike, *, suffixes: Sequence[str] = _P
     from PIL import Image
 
     directory = Path(directory)
-    if not directory.is_dir():
-        raise ImageError(directory, "not a directory of PNG slices")
-    files = sorted((p for p in directory.iterdir()
-                    if p.is_file() and p.suffix.lower() in suffixes), key=_numeric_key)
-    if not files:
-        raise ImageError(directory, f"no {'/'.join(suffixes)} files")
+    spacing = check_spacing(spacing_mm, directory) if spacing_mm is not None else None
+    files = png_stack_files(directory, suffixes)
     slices: list[np.ndarray] = []
     for p in files:
         try:
@@ -813,9 +837,20 @@ def read_png_stack(directory: str | os.PathLike, *, suffixes: Sequence[str] = _P
         raise ImageError(files[0], "single slice: 2D data, not a volume")
     vol = np.stack(slices)
     nan = float("nan")
-    meta = {"format": "png", "spacing_known": False, "windowed": True,
+    meta = {"format": "png", "spacing_known": spacing is not None, "windowed": True,
             "files": [p.name for p in files]}
-    return CTVolume(hu=vol, spacing_mm=(nan, nan, nan), source=str(directory), is_hu=False, meta=meta)
+    return CTVolume(hu=vol, spacing_mm=spacing or (nan, nan, nan), source=str(directory), is_hu=False, meta=meta)
+
+
+def check_spacing(spacing_mm: Sequence[float], path: str | os.PathLike | None = None) -> tuple[float, float, float]:
+    """``(z, y, x)`` voxel spacing in mm as three finite positive floats, else :class:`InputError`."""
+    try:
+        values = tuple(float(v) for v in spacing_mm)
+    except (TypeError, ValueError) as exc:
+        raise InputError(path, f"spacing {spacing_mm!r} is not three numbers (z, y, x in mm)") from exc
+    if len(values) != 3 or not all(np.isfinite(v) and 0 < v <= 50 for v in values):
+        raise InputError(path, f"spacing {spacing_mm!r} must be three finite values in (0, 50] mm (z, y, x)")
+    return values  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------- ITK (MHA etc.)

@@ -11,13 +11,17 @@ hardware) in ``.repro/<profile>/provenance.json``. Loading verifies the sha256 a
 * :func:`load_cxr_model` / :func:`load_ct_models` -- verified models, eval mode.
 * :func:`predict_cxr` -- class probabilities and a Grad-CAM overlay for one image.
 * :func:`predict_ct` -- COVID-19 probability, lung mask (U-Net) and lesion mask (CAM + R3dcc) for
-  one CT (DICOM directory, NIfTI, PNG stack), written as NIfTI beside a JSON and Markdown report.
+  one CT (DICOM directory, NIfTI, PNG stack), written as NIfTI beside a JSON and Markdown report;
+  the scan is checked up front (:func:`reprolib.scans.check_scan`) before any heavy step.
+* :func:`predict_ct_batch` -- many scans (a folder or a list), one output folder each, a
+  ``summary.csv``/``summary.json``; a failed scan does not stop the others, done scans are skipped.
 
 Research software: not a medical device, not for diagnosis.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -37,6 +41,8 @@ __all__ = [
     "load_ct_models",
     "predict_cxr",
     "predict_ct",
+    "predict_ct_batch",
+    "SUMMARY_COLUMNS",
 ]
 
 DISCLAIMER = ("Research tool reproducing published methods on small public data; not a medical device "
@@ -268,18 +274,34 @@ def predict_cxr(model, image_path: str | Path, card: CXRModelCard, out_dir: str 
     return out
 
 
+def _writable(out_dir: Path) -> None:
+    """Create ``out_dir`` and prove a file can be written there, else :class:`InputError`."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(out_dir, f"cannot write the results here ({exc.strerror or exc}); choose another --out") from exc
+
+
 def predict_ct(unet, decovnet, path: str | Path, card: CTModelCard, out_dir: str | Path | None = None,
-               preprocess_params: dict | None = None) -> dict[str, Any]:
+               preprocess_params: dict | None = None, spacing_mm: tuple[float, float, float] | None = None
+               ) -> dict[str, Any]:
     """COVID-19 probability, lung mask and lesion mask of one CT.
 
-    The CT goes through the book's chain: read (:func:`reprolib.io.read_ct`), preprocess to
+    Before any heavy step the scan is checked (:func:`reprolib.scans.check_scan`: empty files,
+    a PNG stack without ``spacing_mm``, ...) and ``out_dir`` is proven writable. ``spacing_mm``
+    ((z, y, x) in mm) is used for PNG stacks, whose files carry no spacing; other formats keep
+    their own. The CT then goes through the book's chain: read (:func:`reprolib.io.read_ct`), preprocess to
     1 mm slices and the 8-bit lung window, lung mask by the U-Net, DeCoVNet input, DeCoVNet,
     linearised CAM + R3dcc lesion mask (:func:`reprolib.localize.localize`).
 
     Returns
     -------
     dict: ``p_covid``, ``prediction`` (p > 0.5), ``lung_ml``, ``lesion_ml``, ``shape_1mm``,
-    ``spacing_mm``, ``seconds`` per stage; ``lung_mask`` and ``lesion_mask`` ((T0, H, W)
+    ``spacing_mm``, ``spacing_source``, ``input_sha256`` (:func:`reprolib.scans.scan_sha256`),
+    ``seconds`` per stage; ``lung_mask`` and ``lesion_mask`` ((T0, H, W)
     uint8 on the 1 mm grid) and ``ct_u8`` (the windowed CT on that grid); with ``out_dir``: ``<name>_lung.nii.gz``, ``<name>_lesion.nii.gz``,
     ``<name>_report.json`` and ``<name>_report.md`` written there atomically.
 
@@ -289,13 +311,17 @@ def predict_ct(unet, decovnet, path: str | Path, card: CTModelCard, out_dir: str
     """
     import torch
 
-    from . import cohort, io, localize, preprocess, train
+    from . import cohort, io, localize, preprocess, scans, train
     from .files import atomic_write_text
 
     path = Path(path)
+    checked = scans.check_scan(path, spacing_mm)
+    if out_dir is not None:
+        _writable(Path(out_dir))
     secs: dict[str, float] = {}
     t0 = time.perf_counter()
-    vol = io.read_ct(path)
+    input_sha256 = scans.scan_sha256(path)
+    vol = io.read_ct(path, **({"spacing_mm": checked["spacing_mm"]} if checked["kind"] == "png" else {}))
     secs["read"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     # the lung mask comes from the U-Net below: no unsupervised pseudo-label needed here
@@ -321,7 +347,8 @@ def predict_ct(unet, decovnet, path: str | Path, card: CTModelCard, out_dir: str
     out: dict[str, Any] = {
         "file": path.name, "p_covid": float(loc.p_covid), "prediction": "COVID-19" if loc.p_covid > 0.5 else "negative",
         "lung_ml": float(lung.sum()) * voxel_ml, "lesion_ml": float(lesion.sum()) * voxel_ml,
-        "shape_1mm": list(ct_u8.shape), "spacing_mm": list(spacing), "seconds": secs,
+        "shape_1mm": list(ct_u8.shape), "spacing_mm": list(spacing), "spacing_source": checked["spacing_source"],
+        "input_sha256": input_sha256, "seconds": secs,
         "lung_mask": lung, "lesion_mask": lesion, "ct_u8": ct_u8}
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -345,3 +372,80 @@ def predict_ct(unet, decovnet, path: str | Path, card: CTModelCard, out_dir: str
               f"`{card.unet_sha256[:12]}`; held-out ROC AUC in its build: {card.metrics.get('roc_auc')}."]
         out["report_md"] = atomic_write_text(out_dir / f"{name}_report.md", "\n".join(md) + "\n")
     return out
+
+
+SUMMARY_COLUMNS = ("id", "status", "p_covid", "prediction", "lung_ml", "lesion_ml", "seconds", "error",
+                   "input_sha256", "path")
+
+
+def _done_before(scan_dir: Path, input_sha256: str) -> dict | None:
+    """The report of an earlier run in ``scan_dir`` for the same input (by sha256) whose masks
+    are still there, else ``None``."""
+    for report in scan_dir.glob("*_report.json"):
+        try:
+            doc = json.loads(report.read_text())
+        except (OSError, ValueError):
+            continue
+        stem = report.name[: -len("_report.json")]
+        if (doc.get("input_sha256") == input_sha256
+                and all((scan_dir / f"{stem}_{m}.nii.gz").is_file() for m in ("lung", "lesion"))):
+            return doc
+    return None
+
+
+def predict_ct_batch(unet, decovnet, paths: list[Path], card: CTModelCard, out_dir: str | Path,
+                     spacing_mm: tuple[float, float, float] | None = None, progress: bool = True,
+                     ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """:func:`predict_ct` for each scan in ``paths``, each into ``out_dir/<id>/``.
+
+    A scan that fails is recorded with its error and the others go on. A scan whose folder holds
+    a report for the same input (sha256) and both masks is not recomputed (``status`` ``"ok"``,
+    ``reused`` true). After every scan ``out_dir/summary.csv`` and ``summary.json`` are rewritten
+    (atomically), one row per scan with :data:`SUMMARY_COLUMNS` (``seconds``: wall time of the
+    scan in this run, 0 when reused; ``error``: the message, empty when ok).
+
+    Returns the rows, in the order of ``paths``.
+    """
+    import csv
+    import io as _io
+
+    from . import scans
+    from .files import atomic_write_text
+
+    out_dir = Path(out_dir)
+    _writable(out_dir)
+    ids = ids or scans.scan_ids(paths)
+    rows: list[dict[str, Any]] = []
+    try:
+        from tqdm.auto import tqdm
+        bar = tqdm(list(zip(ids, paths)), desc="predict ct", unit="scan", disable=not progress)
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        bar = list(zip(ids, paths))
+    for scan_id, path in bar:
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {c: "" for c in SUMMARY_COLUMNS}
+        row.update(id=scan_id, path=str(path), reused=False)
+        try:
+            sha = scans.scan_sha256(path) if Path(path).exists() else ""
+            before = _done_before(out_dir / scan_id, sha) if sha else None
+            if before is not None:
+                row.update(status="ok", reused=True, seconds=0.0,
+                           **{k: before.get(k, "") for k in ("p_covid", "prediction", "lung_ml", "lesion_ml")})
+            else:
+                out = predict_ct(unet, decovnet, path, card, out_dir / scan_id, spacing_mm=spacing_mm)
+                row.update(status="ok", seconds=round(time.perf_counter() - t0, 2),
+                           **{k: out[k] for k in ("p_covid", "prediction", "lung_ml", "lesion_ml")})
+            row["input_sha256"] = sha
+        except InputError as exc:
+            row.update(status="failed", error=str(exc), seconds=round(time.perf_counter() - t0, 2))
+        except Exception as exc:  # noqa: BLE001 - one bad scan must not stop the batch; its error is kept
+            row.update(status="failed", error=f"{type(exc).__name__}: {exc}", seconds=round(time.perf_counter() - t0, 2))
+        rows.append(row)
+        buf = _io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(SUMMARY_COLUMNS) + ["reused"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(out_dir / "summary.csv", buf.getvalue())
+        atomic_write_text(out_dir / "summary.json", json.dumps(
+            {"model": card.to_dict(), "disclaimer": DISCLAIMER, "scans": rows}, indent=2, default=str) + "\n")
+    return rows

@@ -157,3 +157,89 @@ def test_cards_show_paths_relative_to_the_work_folder(tiny_build):
     assert cxr_card.to_dict()["path"] == "cxr_resnet50.pt"
     assert ct_card.to_dict()["decovnet_path"] == "decovnet_last.pt"
     assert ct_card.to_dict()["unet_path"] == "unet/final.pt"
+
+
+def _png_stack_of_phantom(folder):
+    """The tiny build's phantom CT as a CC-CCII-style stack of windowed 8-bit PNG slices."""
+    from PIL import Image
+
+    from reprolib import phantoms, preprocess
+
+    ph = phantoms.ct_phantom(5, 1)
+    folder.mkdir(parents=True)
+    for z, sl in enumerate(preprocess.window(np.asarray(ph.hu))):
+        Image.fromarray(sl).save(folder / f"{z + 1}.png")
+    return folder, tuple(float(s) for s in ph.spacing_mm)
+
+
+def test_png_stack_without_spacing_is_refused_before_work_and_read_with_it(tiny_build, tmp_path):
+    import time
+
+    _, ct_card = _cards(tiny_build)
+    unet, net = predict.load_ct_models(ct_card)
+    stack, spacing = _png_stack_of_phantom(tmp_path / "stack")
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match=r"stack: PNG/JPEG slices carry no voxel spacing: give it with --spacing"):
+        predict.predict_ct(unet, net, stack, ct_card, tmp_path / "out")
+    assert time.perf_counter() - t0 < 5  # refused from the file listing, before any pixel is decoded
+    out = predict.predict_ct(unet, net, stack, ct_card, tmp_path / "out", spacing_mm=spacing)
+    assert out["spacing_source"] == "--spacing" and 0.0 <= out["p_covid"] <= 1.0
+    assert read_nifti(out["lung_nifti"], is_hu=False).spacing_mm == pytest.approx(tuple(out["spacing_mm"]), abs=1e-4)
+    assert out["lung_ml"] > 50
+
+
+def test_cli_predicts_a_folder_of_scans_and_skips_done_ones(tiny_build, tmp_path, monkeypatch, capsys):
+    import csv
+    import shutil
+
+    from reprolib import cli
+
+    monkeypatch.setenv("REPRO_WORK_DIR", str(tiny_build["base"]))
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results_root"))
+    (tmp_path / "results_root" / "sample").mkdir(parents=True)
+    for f in tiny_build["results"].iterdir():
+        (tmp_path / "results_root" / "sample" / f.name).write_bytes(f.read_bytes())
+    batch = tmp_path / "scans"
+    batch.mkdir()
+    shutil.copy(tiny_build["inputs"] / "ct.nii.gz", batch / "a.nii.gz")
+    shutil.copytree(tiny_build["inputs"] / "dicom", batch / "b_dicom")
+    (batch / "c_broken.nii.gz").write_bytes((tiny_build["inputs"] / "ct.nii.gz").read_bytes()[:500])
+    out = tmp_path / "o"
+
+    def summary():
+        with open(out / "summary.csv", newline="") as f:
+            return {r["id"]: r for r in csv.DictReader(f)}
+
+    rc = cli.main(["predict", "ct", str(batch), "--profile", "sample", "--out", str(out)])
+    printed = capsys.readouterr()
+    rows = summary()
+    assert rc == 1 and "2 ok, 1 failed" in printed.out
+    assert [rows[k]["status"] for k in ("a", "b_dicom", "c_broken")] == ["ok", "ok", "failed"]
+    assert "c_broken.nii.gz" in rows["c_broken"]["error"] and rows["c_broken"]["p_covid"] == ""
+    # the same phantom as NIfTI and as DICOM: the same answer
+    assert float(rows["a"]["p_covid"]) == pytest.approx(float(rows["b_dicom"]["p_covid"]), abs=1e-4)
+    assert (out / "a" / "a_lung.nii.gz").is_file() and (out / "b_dicom" / "b_dicom_report.json").is_file()
+    doc = json.loads((out / "summary.json").read_text())
+    assert [s["status"] for s in doc["scans"]] == ["ok", "ok", "failed"] and "not a medical device" in doc["disclaimer"]
+    # rerun: the two done scans are recognised by their input hash and not recomputed
+    rc = cli.main(["predict", "ct", str(batch), "--profile", "sample", "--out", str(out)])
+    again = summary()
+    assert rc == 1 and [again[k]["reused"] for k in ("a", "b_dicom", "c_broken")] == ["True", "True", "False"]
+    assert again["a"]["p_covid"] == rows["a"]["p_covid"] and float(again["a"]["seconds"]) == 0.0
+    assert "done before" in capsys.readouterr().out
+    # a changed input is recomputed
+    shutil.copy(tiny_build["inputs"] / "ct.nii", batch / "a.nii.gz")  # different bytes, same phantom
+    (batch / "a.nii.gz").rename(batch / "a.nii")
+    lst = tmp_path / "list.txt"
+    lst.write_text("scans/a.nii\n")
+    rc = cli.main(["predict", "ct", "--list", str(lst), "--profile", "sample", "--out", str(out)])
+    assert rc == 0 and summary()["a"]["reused"] == "False"
+
+
+def test_an_unwritable_output_folder_is_refused_before_work(tmp_path):
+    scan = tmp_path / "ct.nii.gz"
+    scan.write_bytes(b"not read: the output folder is checked first")
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file where the output folder should go")
+    with pytest.raises(InputError, match=r"taken/out: cannot write the results here \(Not a directory\); choose another --out"):
+        predict.predict_ct(object(), object(), scan, None, blocker / "out")  # type: ignore[arg-type]
