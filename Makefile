@@ -1,6 +1,7 @@
 # covid-repro: two commands for a fresh machine.
 #   make book   -> .venv, run every notebook for $(PROFILE) (default sample), build _build/html
-#   make test   -> .venv if needed, pytest (make test-repeat: a second synthetic run, compared)
+#   make test   -> .venv if needed, pytest (make test-repeat: a second synthetic run, compared;
+#                  make test-extended: process kills, DDP ranks, compiler; CI runs all three)
 #   make publish-> commit _build/html to the gh-pages branch and push it (repro publish)
 #   make bench  -> repro bench (inference, preprocessing, pipeline, book rebuild: prints figures, writes
 #                  benchmarks/out/bench.json for the Performance chapter) + per-step preprocessing memory
@@ -12,7 +13,7 @@ STAMP   := $(VENV)/.installed
 # torch/torchvision are pinned in pyproject.toml (torch==2.14.1, torchvision==0.29.1).
 PIP_FLAGS ?= --disable-pip-version-check -q
 
-.PHONY: venv book run html publish test test-repeat bench clean distclean
+.PHONY: venv book run html publish test test-repeat test-extended bench clean distclean
 
 venv: $(STAMP)
 
@@ -43,6 +44,11 @@ test: $(STAMP)
 # two runs are made). CI runs it after `make test`.
 test-repeat: $(STAMP)
 	$(BIN)/python -m pytest -m repeat tests/test_pipeline.py $(PYTEST_ARGS)
+
+# The suite's costliest process-level checks, kept out of `make test` for its 10-minute budget:
+# processes killed mid-write and resumed, two DDP ranks, a TorchInductor compile. CI runs it.
+test-extended: $(STAMP)
+	$(BIN)/python -m pytest -m extended $(PYTEST_ARGS)
 
 # Speed/memory targets are checked by benchmarks that print figures (not by timed tests).
 bench: $(STAMP)

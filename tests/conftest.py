@@ -24,6 +24,19 @@ def mirror() -> Path:
     return m
 
 
+@pytest.fixture(scope="session")
+def sample_cache(tmp_path_factory):
+    """The sample profile fetched once from the mirror (no download) into a session cache:
+    ``(cache folder, FetchReport)``. Tests read it and never write into it."""
+    from reprolib import data
+
+    m = mirror_path()
+    if m is None:
+        pytest.skip("data mirror not found: set REPRO_DATA_MIRROR (CI uses ../shared/mirror)")
+    cache = tmp_path_factory.mktemp("sample-cache")
+    return cache, data.fetch_profile("sample", data_dir=cache, mirror=m, download=False, progress=False)
+
+
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
     """Point every REPRO_* directory into tmp_path."""

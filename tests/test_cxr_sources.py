@@ -51,11 +51,8 @@ def test_same_pictures_finds_a_centre_cropped_upscaled_copy_and_nothing_else(tmp
 
 
 @pytest.mark.mirror
-def test_sample_sources_keep_every_hannover_patient_out_of_development(tmp_path, mirror):
-    from reprolib import data
-
-    data.fetch_profile("sample", data_dir=tmp_path / "cache", mirror=mirror, download=False, progress=False)
-    src = S.sample_sources("sample", tmp_path / "cache")
+def test_sample_sources_keep_every_hannover_patient_out_of_development(sample_cache):
+    src = S.sample_sources("sample", sample_cache[0])
     assert len(src.excluded) == 18 and src.confirmed_by_hash >= 10 and not src.hash_only
     hannover = {r.group for r in src.external}
     assert len(hannover) == 71 and {r.split for r in src.external} == {"external"}

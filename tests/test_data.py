@@ -189,9 +189,8 @@ def test_download_404_is_unavailable(tmp_path, http_server):
 
 
 @pytest.mark.slow
-def test_fetch_and_verify_sample_profile_from_mirror(tmp_path, mirror):
-    rep = data.fetch_profile("sample", data_dir=tmp_path / "cache", mirror=mirror, download=False,
-                             progress=False)
+def test_fetch_and_verify_sample_profile_from_mirror(sample_cache):
+    cache, rep = sample_cache  # fetched from the mirror once per session (conftest)
     assert rep.n_files == len(rep.paths) > 2000
-    out = data.verify_profile("sample", data_dir=tmp_path / "cache")
+    out = data.verify_profile("sample", data_dir=cache)
     assert not out["bad"] and not out["missing"] and len(out["ok"]) == rep.n_files

@@ -27,7 +27,7 @@ from reprolib.errors import ConfigError
 from tinynb import write_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]  # make test-extended (CI runs it)
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -291,6 +291,7 @@ def test_output_shape_on_meta_equals_a_real_forward():
         assert output_shape(net, shape) == real
 
 
+@pytest.mark.extended  # a TorchInductor compile: make test-extended (CI runs it)
 def test_compile_variant_matches_eager():
     """torch.compile (inductor) within 1e-4 of eager fp32, BatchNorm and pooling included (a small
     3D network keeps the compile short; the benchmark checks DeCoVNet itself with --variants compile)."""

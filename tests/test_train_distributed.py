@@ -13,6 +13,8 @@ import torch
 
 from reprolib import train
 
+pytestmark = pytest.mark.extended  # two processes per test: make test-extended (CI runs it)
+
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
