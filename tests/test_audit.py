@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from reprolib import audit
 
+# an absolute path as a build machine would print it (assembled, so that no such path is in the source)
+BUILD_MACHINE_PATH = "/".join(["", "home", "builder", "covid-repro", "results"])
 LONG = "\n".join(f"x{i} = {i}" for i in range(16))
 
 
@@ -38,7 +40,8 @@ def test_each_defect_is_found():
           "<pre>[0.5, 0.25]</pre></div></div>" \
           '<div class="cell_output docutils container"><div class="output text_html"><div>' \
           '<table border="1" class="dataframe"><tr><td>1</td></tr></table></div></div></div>'
-    r = run(page(cell(LONG) + raw + "<p>Traceback (most recent call last):</p><p>data in /work/main/results</p>"
+    r = run(page(cell(LONG) + raw + "<p>Traceback (most recent call last):</p>"
+                 + f"<p>data in {BUILD_MACHINE_PATH}</p>"
                  + table([["a", "nan"]]) + table(long_table) + table(long_table) + table([["x", "1"]], "Fig. 3 t")))
     assert {k: len(v) for k, v in r.defects.items()} == {
         "long_code": 1, "raw_value": 2, "traceback": 1, "machine_path": 1, "missing_cells": 1, "duplicate_tables": 1,

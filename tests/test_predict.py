@@ -16,6 +16,16 @@ def _cards(b):
     return (predict.cxr_card("sample", b["work"], b["results"]), predict.ct_card("sample", b["work"], b["results"]))
 
 
+def _point_cli_at(b, tmp_path, monkeypatch):
+    """Make `repro predict` (which reads REPRO_* folders) find the tiny build: its work folder and a
+    copy of its results under ``tmp_path/results_root/sample``."""
+    monkeypatch.setenv("REPRO_WORK_DIR", str(b["base"]))
+    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results_root"))
+    (tmp_path / "results_root" / "sample").mkdir(parents=True)
+    for f in b["results"].iterdir():
+        (tmp_path / "results_root" / "sample" / f.name).write_bytes(f.read_bytes())
+
+
 def test_cards_read_the_build(tiny_build):
     cxr_card, ct_card = _cards(tiny_build)
     assert cxr_card.size == 64 and cxr_card.weights == "none" and cxr_card.metrics["macro_f1"] == 0.5
@@ -136,11 +146,7 @@ def test_cli_refuses_a_thumbnail_with_the_minimum_size(tiny_build, tmp_path, mon
 
     from reprolib import cli
 
-    monkeypatch.setenv("REPRO_WORK_DIR", str(tiny_build["base"]))
-    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results_root"))
-    (tmp_path / "results_root" / "sample").mkdir(parents=True)
-    for f in tiny_build["results"].iterdir():
-        (tmp_path / "results_root" / "sample" / f.name).write_bytes(f.read_bytes())
+    _point_cli_at(tiny_build, tmp_path, monkeypatch)
     Image.fromarray(np.full((1, 1), 90, np.uint8)).save(tmp_path / "dot.png")
     rc = cli.main(["predict", "cxr", str(tmp_path / "dot.png"), "--profile", "sample", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
@@ -194,11 +200,7 @@ def test_cli_predicts_a_folder_of_scans_and_skips_done_ones(tiny_build, tmp_path
 
     from reprolib import cli
 
-    monkeypatch.setenv("REPRO_WORK_DIR", str(tiny_build["base"]))
-    monkeypatch.setenv("REPRO_RESULTS_DIR", str(tmp_path / "results_root"))
-    (tmp_path / "results_root" / "sample").mkdir(parents=True)
-    for f in tiny_build["results"].iterdir():
-        (tmp_path / "results_root" / "sample" / f.name).write_bytes(f.read_bytes())
+    _point_cli_at(tiny_build, tmp_path, monkeypatch)
     batch = tmp_path / "scans"
     batch.mkdir()
     shutil.copy(tiny_build["inputs"] / "ct.nii.gz", batch / "a.nii.gz")
