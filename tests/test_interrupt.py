@@ -59,6 +59,15 @@ def _wait_for(cond, proc: subprocess.Popen, timeout: float = 120.0) -> None:
         time.sleep(0.01)
 
 
+def _progress(marker: Path) -> int:
+    """The step a notebook wrote last, or -1; read once, as the writer may be mid-rewrite."""
+    try:
+        text = marker.read_text().strip()
+    except FileNotFoundError:
+        return -1
+    return int(text) if text.isdigit() else -1
+
+
 # ------------------------------------------------------------------------------------ fetch
 class _SlowFiles(http.server.BaseHTTPRequestHandler):
     payload = b""
@@ -171,8 +180,7 @@ def test_notebook_run_killed_then_rerun_completes(tiny_project, monkeypatch):
     for mode, step in (("plain", int(rng.integers(1, 10))), ("force", int(rng.integers(1, 10)))):
         marker.unlink(missing_ok=True)
         proc = _start(RUN, env, str(root / "notebooks"), mode)
-        _wait_for(lambda: marker.is_file() and marker.read_text().strip().isdigit()
-                  and int(marker.read_text()) >= step, proc)
+        _wait_for(lambda: _progress(marker) >= step, proc)
         _kill(proc)
         status = json.loads((sdir / "status.json").read_text())
         assert status["state"] == "running"  # never "ok": the run did not finish
