@@ -46,7 +46,7 @@ test-repeat: $(STAMP)
 	$(BIN)/python -m pytest -m repeat tests/test_pipeline.py $(PYTEST_ARGS)
 
 # The suite's costliest process-level checks, kept out of `make test` for its 10-minute budget:
-# processes killed mid-write and resumed, two DDP ranks, a TorchInductor compile. CI runs it.
+# processes killed mid-write and resumed, two DDP ranks, a TorchInductor compile, emulated bf16. CI runs it.
 test-extended: $(STAMP)
 	$(BIN)/python -m pytest -m extended $(PYTEST_ARGS)
 

@@ -3,15 +3,20 @@
 Each measurement is a *job* run in a fresh process (``spawn``), so that its peak resident
 memory (``ru_maxrss``) is its own and no warm cache of an earlier job flatters it:
 
-* ``decovnet`` — DeCoVNet inference per volume at T = 100, 200, 300 (224×336), eager fp32 and
+* ``decovnet`` — DeCoVNet inference per volume at T = 100 and 300 (224×336), eager fp32 and
   the fast variants of :func:`reprolib.models.inference_runner`, each checked against eager.
 * ``unet`` — the lung U-Net per 512² slice (batches of 8), eager and TorchScript.
 * ``resnet50`` — the chest X-ray ResNet-50, images per second at 224² (batches of 16).
 * ``preprocess`` — :func:`reprolib.preprocess.preprocess_ct` on a synthetic 300×512×512 chest:
-  wall time and peak RSS (process high-water mark, and above the loaded input).
-* ``pipeline`` — the whole CT pipeline of ``repro predict ct`` on one synthetic volume:
-  NIfTI read → preprocessing → U-Net on every 1 mm slice at 512² → DeCoVNet input → DeCoVNet,
-  stage by stage (untrained weights: time does not depend on them).
+  wall time and peak RSS (process high-water mark, and above the loaded input), once with the
+  ``baseline`` engine (the earlier path: SciPy labelling, gathered cubic sums) and once ``fast``.
+* ``pipeline`` — the whole :func:`reprolib.predict.predict_ct` of one synthetic 300-slice 512²
+  volume (NIfTI read → preprocessing → U-Net on every 1 mm slice → DeCoVNet + CAM
+  localisation), at the ``reference`` speed (eager fp32 U-Net at 512², the baseline) and at the
+  ``fast`` one, in one process with the same paper-size networks (untrained, seed 0: time does
+  not depend on the weights); stage times, the ratio, the U-Net's GFLOP/s beside this CPU's
+  measured matrix-multiply peak, |Δp(COVID)| between the runs and the resolution ceiling of the
+  fast path's lung mask (:func:`resolution_ceiling`).
 * ``book`` — the book's rebuild for a profile that has been built (``sample``, else
   ``synthetic``): the notebooks' cold execution time as the runner recorded it, the cached
   ``repro run`` measured now, and the HTML build of a scratch copy, cold and cached.
@@ -26,6 +31,7 @@ repeat, no book rebuild) for tests and for a page built without a full benchmark
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 import os
 import resource
@@ -52,7 +58,11 @@ TARGET_PREPROCESS_S = 3.0
 TARGET_PREPROCESS_RSS_MB = 1536.0
 #: Fast variants must reproduce eager fp32 within this (max |logit difference|).
 TOLERANCE = 1e-4
-FORMAT = "covid-repro-bench/1"
+#: Targets of issue L: preprocessing ``fast`` / ``baseline`` and the whole ``repro predict ct``
+#: ``fast`` / ``reference`` (300 slices of 512², measured in the same run).
+TARGET_PREPROCESS_RATIO = 0.6
+TARGET_PIPELINE_RATIO = 0.25
+FORMAT = "covid-repro-bench/2"
 
 
 def default_output() -> Path:
@@ -181,8 +191,9 @@ def _synthetic_volume_file(slices: int, size: int, spacing_z: float, folder: Pat
     return path
 
 
-def job_preprocess(volume_npy: str, spacing_mm: Sequence[float], workers: int = 2, repeats: int = 1) -> dict[str, Any]:
-    """:func:`preprocess_ct` on a saved volume (``workers`` processes): wall time and peak RSS.
+def job_preprocess(volume_npy: str, spacing_mm: Sequence[float], workers: int = 2, repeats: int = 1,
+                   engine: str = "fast") -> dict[str, Any]:
+    """:func:`preprocess_ct` on a saved volume (``workers`` processes, ``engine``): wall time and peak RSS.
 
     Peak RSS is this process's high-water mark plus, with ``workers`` > 1, that of the forked
     pseudo-label worker (``RUSAGE_CHILDREN``): an upper bound of the memory the call needs."""
@@ -199,7 +210,7 @@ def job_preprocess(volume_npy: str, spacing_mm: Sequence[float], workers: int = 
     for _ in range(max(1, repeats)):
         out = None
         t0 = time.perf_counter()
-        out = pp.preprocess_ct(vol, qc_lung_volume_ml=(0.0, 1e9), workers=workers)
+        out = pp.preprocess_ct(vol, qc_lung_volume_ml=(0.0, 1e9), workers=workers, engine=engine)
         times.append(time.perf_counter() - t0)
     import statistics
 
@@ -207,57 +218,109 @@ def job_preprocess(volume_npy: str, spacing_mm: Sequence[float], workers: int = 
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     peak = own + (child if workers > 1 else 0.0)
     return {"shape": list(hu.shape), "spacing_mm": list(map(float, spacing_mm)), "shape_1mm": list(out["ct_u8"].shape),
-            "workers": int(workers), "seconds": statistics.median(times), "all_seconds": times, "peak_rss_MB": peak,
+            "workers": int(workers), "engine": engine, "seconds": statistics.median(times), "all_seconds": times, "peak_rss_MB": peak,
             "peak_rss_main_MB": own, "peak_rss_worker_MB": child if workers > 1 else 0.0,
             "input_loaded_rss_MB": base, "peak_above_input_MB": own - base, "input_MB": hu.nbytes / 2**20,
             "lung_ml": float(out["qc"]["volume_ml"])}
 
 
-def job_pipeline(volume_npy: str, spacing_mm: Sequence[float], threads: int = 2, unet_batch: int = 8,
-                 hw: Sequence[int] = (224, 336), device: str = "cpu") -> dict[str, Any]:
-    """One volume through the CT pipeline of ``repro predict ct``, stage by stage.
+def matmul_peak_gflops(threads: int = 2, device: str = "cpu", n: int = 2048, repeats: int = 5) -> float:
+    """This machine's practical fp32 peak: the best GFLOP/s of ``repeats`` n×n matrix products."""
+    torch, dev, sync = _device_setup(device, threads)
+    a, b = torch.rand(n, n, device=dev), torch.rand(n, n, device=dev)
+    torch.mm(a, b)
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9
 
-    NIfTI read → FOV, z resampling and window (no pseudo-label: the U-Net mask replaces
-    it) → eager U-Net on every 1 mm slice at full in-plane size → crop/resize to the
-    DeCoVNet input → DeCoVNet. One run after the models are built (no repeats)."""
+
+def resolution_ceiling(mask, size: Sequence[int], batch: int = 16) -> float:
+    """Dice of a (T, H, W) {0, 1} mask with itself after the fast U-Net path's resampling: each
+    slice resized to ``size`` (bilinear, antialiased, as :func:`reprolib.train.segment_volume`
+    resizes its input), back to (H, W) bilinearly (as it resizes the logits) and thresholded at
+    0.5. The most any mask computed at ``size`` can agree with one computed at full size."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    m = np.asarray(mask).astype(bool)
+    both = total = 0
+    for i in range(0, len(m), batch):
+        x = torch.from_numpy(m[i:i + batch].astype(np.float32))[:, None]
+        small = F.interpolate(x, size=tuple(int(v) for v in size), mode="bilinear", align_corners=False, antialias=True)
+        back = F.interpolate(small, size=m.shape[1:], mode="bilinear", align_corners=False)[:, 0].numpy() > 0.5
+        both += int(np.count_nonzero(back & m[i:i + batch]))
+        total += int(back.sum()) + int(m[i:i + batch].sum())
+    return 2.0 * both / total if total else 1.0
+
+
+def job_pipeline(volume_npy: str, spacing_mm: Sequence[float], threads: int = 2,
+                 hw: Sequence[int] = (224, 336), z_step: int = 1, device: str = "cpu",
+                 speeds: Sequence[str] = ("reference", "fast")) -> dict[str, Any]:
+    """The whole ``repro predict ct`` of one volume at each of ``speeds``, in this process.
+
+    The same paper-size U-Net (at the slices' own size) and DeCoVNet (``hw``, every
+    ``z_step``-th slice), untrained with seed 0 (time does not depend on the weights), serve every
+    speed; :func:`reprolib.predict.predict_ct` reads the NIfTI, preprocesses, segments,
+    classifies and localises. Records per speed the stage seconds (``total`` = the call's wall
+    time), the U-Net settings, MACs and GFLOP/s, p(COVID) and the lung voxels; the Dice of each
+    lung mask with the first speed's and |Δp(COVID)| (a check of the computation: an untrained
+    U-Net's mask says nothing about segmentation); for a speed that resizes the slices, the
+    :func:`resolution_ceiling` of the volume's pseudo-label at that size; and this CPU's
+    matrix-multiply peak (:func:`matmul_peak_gflops`)."""
     import numpy as np
 
     torch, dev, sync = _device_setup(device, threads)
-    from . import cohort, io, models, preprocess as pp, train
+    # everything predict_ct imports, imported before the clock starts for any speed
+    from . import cohort, io, localize, models, predict, preprocess, scans, train  # noqa: F401
 
     torch.manual_seed(0)
     unet = models.UNet2D().eval().to(dev)
     net = models.DeCoVNet(proclf_grids=models.proclf_grids_for(tuple(hw))).eval().to(dev)
+    card = predict.CTModelCard(unet_path="-", unet_sha256="-", unet_size=None, decovnet_path="-", decovnet_sha256="-",
+                               hw=tuple(int(v) for v in hw), z_step=int(z_step), fc_init="official")
+    runs: dict[str, Any] = {}
+    masks: dict[str, Any] = {}
+    vol = io.CTVolume(hu=np.load(volume_npy), spacing_mm=tuple(map(float, spacing_mm)))
+    label = preprocess.preprocess_ct(vol, qc_lung_volume_ml=(0.0, 1e9), workers=2)["lung_mask"]
+
+    def dice(a, b) -> float:
+        denom = int(a.sum()) + int(b.sum())
+        return 2.0 * int(np.count_nonzero(a & b)) / denom if denom else 1.0
+
     with tempfile.TemporaryDirectory() as tmp:
-        nii = io.write_nifti(io.CTVolume(hu=np.load(volume_npy), spacing_mm=tuple(map(float, spacing_mm))), None,
-                             Path(tmp) / "ct.nii.gz")
-        seconds: dict[str, float] = {}
-        t_all = time.perf_counter()
-        t0 = time.perf_counter()
-        vol = io.read_ct(nii)
-        seconds["read_nifti"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    pre = pp.preprocess_ct(vol, qc_lung_volume_ml=(0.0, 1e9), compute_mask=False)
-    seconds["preprocess"] = time.perf_counter() - t0
-    ct_u8 = pre["ct_u8"]
-    t0 = time.perf_counter()
-    mask = train.segment_volume(unet, ct_u8, batch=unet_batch, device=str(dev))
-    sync()
-    seconds["unet"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    x = torch.as_tensor(cohort.classifier_input(ct_u8, mask if mask.any() else np.ones_like(mask), tuple(hw)))[None]
-    seconds["decovnet_input"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    run_net = models.inference_runner(net, "eager")
-    p = torch.softmax(run_net(x.to(dev)).float(), 1)[0, 1].item()
-    sync()
-    seconds["decovnet"] = time.perf_counter() - t0
-    seconds["total"] = time.perf_counter() - t_all
-    macs_unet = models.count_macs(unet, (1, 1, *ct_u8.shape[1:])) * ct_u8.shape[0]
-    macs_dec = models.count_macs(net, tuple(x.shape))
-    return {"shape": list(vol.hu.shape), "spacing_mm": list(map(float, spacing_mm)), "slices_1mm": int(ct_u8.shape[0]),
-            "T": int(x.shape[2]), "seconds": seconds, "macs": {"unet": macs_unet, "decovnet": macs_dec},
-            "p_covid": p, "peak_rss_MB": _peak_rss_mb(), "unet_batch": int(unet_batch)}
+        nii = io.write_nifti(vol, None, Path(tmp) / "ct.nii.gz")
+        del vol
+        for speed in speeds:
+            t0 = time.perf_counter()
+            out = predict.predict_ct(unet, net, nii, card, speed=speed)
+            sync()
+            total = time.perf_counter() - t0
+            t, h, w = out["shape_1mm"]
+            side = out["unet"]["size"] or [h, w]
+            macs = models.count_macs(unet, (1, 1, *side)) * t
+            runs[speed] = {"seconds": {**out["seconds"], "total": total}, "unet": out["unet"],
+                           "unet_macs": macs, "unet_gflops": _gflops(macs, out["seconds"]["unet"]),
+                           "p_covid": float(out["p_covid"]), "lung_voxels": int(out["lung_mask"].sum())}
+            masks[speed] = out["lung_mask"].astype(bool)
+            shape_1mm = out["shape_1mm"]
+    ref = masks[speeds[0]]
+    for speed in speeds:
+        runs[speed]["dice_vs_" + speeds[0]] = dice(ref, masks[speed])
+        runs[speed]["abs_dp_vs_" + speeds[0]] = abs(runs[speed]["p_covid"] - runs[speeds[0]]["p_covid"])
+        size = runs[speed]["unet"]["size"]
+        runs[speed]["resolution_ceiling"] = (resolution_ceiling(label, size)
+                                             if size and label.shape == tuple(shape_1mm) else None)
+    return {"shape": list(np.load(volume_npy, mmap_mode="r").shape),
+            "spacing_mm": list(map(float, spacing_mm)), "slices_1mm": int(shape_1mm[0]), "shape_1mm": list(shape_1mm),
+            "speeds": runs, "baseline": speeds[0], "peak_gflops": matmul_peak_gflops(threads, device),
+            "label_fraction": float(label.mean()), "weights": "untrained (seed 0)",
+            "peak_rss_MB": _peak_rss_mb()}
 
 
 def book_profile() -> str | None:
@@ -396,14 +459,15 @@ def bf16_native(device: str = "cpu") -> tuple[bool, str]:
 
 
 def plan(quick: bool = False, threads: int = 2, device: str = "cpu",
-         depths: Sequence[int] = (100, 200, 300), variants: Sequence[str] = ("jit", "channels_last"),
-         repeats: int = 3, pipeline_slices: int = 64, book: bool = True) -> list[tuple[str, dict[str, Any]]]:
+         depths: Sequence[int] = (100, 300), variants: Sequence[str] = ("jit", "channels_last"),
+         repeats: int = 3, pipeline_slices: int = 300, book: bool = True) -> list[tuple[str, dict[str, Any]]]:
     """The jobs of one benchmark run, in order. ``quick``: tiny inputs, one repeat, no book."""
     if quick:
         return [("decovnet", dict(T=8, hw=(32, 48), variants=variants, threads=threads, repeats=1, device=device)),
                 ("unet", dict(batch=2, size=32, variants=("jit",), threads=threads, repeats=1, device=device)),
                 ("resnet50", dict(batch=1, size=32, variants=("jit",), threads=threads, repeats=1, device=device)),
-                ("preprocess", dict(slices=24, size=64, spacing_mm=(2.5, 1.0, 1.0), workers=2)),
+                ("preprocess", dict(slices=24, size=64, spacing_mm=(2.5, 1.0, 1.0), workers=2, engine="baseline")),
+                ("preprocess", dict(slices=24, size=64, spacing_mm=(2.5, 1.0, 1.0), workers=2, engine="fast")),
                 ("pipeline", dict(slices=12, size=64, spacing_mm=(2.5, 1.0, 1.0), threads=threads, hw=(32, 48),
                                   device=device))]
     jobs: list[tuple[str, dict[str, Any]]] = []
@@ -416,10 +480,14 @@ def plan(quick: bool = False, threads: int = 2, device: str = "cpu",
         jobs.append(("decovnet", dict(T=int(T), variants=v, threads=threads, repeats=repeats, device=device)))
     jobs += [("unet", dict(batch=8, size=512, variants=("jit",), threads=threads, repeats=repeats, device=device)),
              ("resnet50", dict(batch=16, size=224, variants=("jit",), threads=threads, repeats=repeats, device=device)),
-             # a 512×512×300 chest at 1.25 mm (375 slices at 1 mm), preprocessed by two processes
-             ("preprocess", dict(slices=300, size=512, spacing_mm=(1.25, 0.7, 0.7), workers=2, repeats=repeats)),
-             # a shorter chest for the whole pipeline: the U-Net costs ~30× DeCoVNet per slice on a CPU
-             ("pipeline", dict(slices=int(round(pipeline_slices / 1.25)), size=512, spacing_mm=(1.25, 0.7, 0.7),
+             # a 512×512×300 chest at 1.25 mm (375 slices at 1 mm), preprocessed by two processes,
+             # the earlier path first, then the fast one
+             ("preprocess", dict(slices=300, size=512, spacing_mm=(1.25, 0.7, 0.7), workers=2, repeats=repeats,
+                                 engine="baseline")),
+             ("preprocess", dict(slices=300, size=512, spacing_mm=(1.25, 0.7, 0.7), workers=2, repeats=repeats,
+                                 engine="fast")),
+             # the whole `repro predict ct` of a 300-slice 512² chest at 1 mm, reference then fast
+             ("pipeline", dict(slices=int(pipeline_slices), size=512, spacing_mm=(1.0, 0.7, 0.7),
                                threads=threads, device=device))]
     if book:
         jobs.append(("book", dict(profile=None)))
@@ -513,18 +581,32 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
                          "met": bool(best) and ratio <= TARGET_RATIO,
                          "max_abs_diff": top["max_abs_diff"].get(best) if best else None}
     pre = [r for r in rows if r["job"] == "preprocess"]
-    if pre:
-        r = pre[-1]
+    fast_pre = [r for r in pre if r.get("engine", "fast") == "fast"]
+    if fast_pre:
+        r = fast_pre[-1]
+        base = next((b for b in reversed(pre) if b.get("engine") == "baseline"), None)
+        ratio = r["seconds"] / base["seconds"] if base else float("nan")
         s["preprocess"] = {"shape": r["shape"], "seconds": r["seconds"], "peak_rss_MB": r["peak_rss_MB"],
+                           "baseline_seconds": base["seconds"] if base else None, "ratio": ratio,
+                           "target_ratio": TARGET_PREPROCESS_RATIO, "met_ratio": bool(base) and ratio <= TARGET_PREPROCESS_RATIO,
                            "target_seconds": TARGET_PREPROCESS_S, "target_peak_rss_MB": TARGET_PREPROCESS_RSS_MB,
                            "met_seconds": r["seconds"] <= TARGET_PREPROCESS_S,
                            "met_rss": r["peak_rss_MB"] <= TARGET_PREPROCESS_RSS_MB}
-    pipe = [r for r in rows if r["job"] == "pipeline"]
+    pipe = [r for r in rows if r["job"] == "pipeline" and "speeds" in r]
     if pipe:
         r = pipe[-1]
-        s["pipeline"] = {"slices_1mm": r["slices_1mm"], "seconds": r["seconds"]["total"],
-                         "unet_share": r["seconds"]["unet"] / r["seconds"]["total"],
-                         "paper_gpu_seconds": PAPER_SECONDS_PER_CT_GPU}
+        ref, fast = r["speeds"][r["baseline"]], r["speeds"].get("fast")
+        s["pipeline"] = {"slices_1mm": r["slices_1mm"], "reference_seconds": ref["seconds"]["total"],
+                         "unet_share": ref["seconds"]["unet"] / ref["seconds"]["total"],
+                         "paper_gpu_seconds": PAPER_SECONDS_PER_CT_GPU, "peak_gflops": r["peak_gflops"],
+                         "target_ratio": TARGET_PIPELINE_RATIO, "reference_p_covid": ref.get("p_covid"),
+                         "reference_lung_fraction": ref.get("lung_voxels", 0) / max(1, math.prod(r["shape_1mm"]))}
+        if fast is not None:
+            ratio = fast["seconds"]["total"] / ref["seconds"]["total"]
+            s["pipeline"].update(fast_seconds=fast["seconds"]["total"], ratio=ratio, met=ratio <= TARGET_PIPELINE_RATIO,
+                                 dice=fast["dice_vs_" + r["baseline"]], abs_dp=fast["abs_dp_vs_" + r["baseline"]],
+                                 fast_unet_size=fast["unet"]["size"], bf16=fast["unet"]["bf16"],
+                                 resolution_ceiling=fast.get("resolution_ceiling"))
     book = [r for r in rows if r["job"] == "book" and "cold_seconds" in r]
     if book:
         s["book"] = {"profile": book[-1]["profile"], "cold_seconds": book[-1]["cold_seconds"],
@@ -546,14 +628,21 @@ def format_row(r: dict[str, Any]) -> str:
                          f"peak {r['peak_rss_MB']:.0f} MB  ({r['params'].get('threads')} threads)")
         return "\n".join(lines)
     if job == "preprocess":
-        return (f"preprocess {'×'.join(map(str, r['shape']))} -> {'×'.join(map(str, r['shape_1mm']))} at 1 mm: "
+        return (f"preprocess ({r.get('engine', 'fast')}) {'×'.join(map(str, r['shape']))} -> "
+                f"{'×'.join(map(str, r['shape_1mm']))} at 1 mm: "
                 f"{r['seconds']:.2f} s, peak RSS {r['peak_rss_MB']:.0f} MB ({r['peak_above_input_MB']:.0f} MB above "
                 f"the loaded input)")
     if job == "pipeline":
-        st = r["seconds"]
-        parts = ", ".join(f"{k} {v:.2f}" for k, v in st.items() if k != "total")
-        return (f"pipeline {'×'.join(map(str, r['shape']))} ({r['slices_1mm']} slices at 1 mm): {st['total']:.1f} s "
-                f"({parts}); peak RSS {r['peak_rss_MB']:.0f} MB")
+        lines = []
+        for speed, run_ in r["speeds"].items():
+            st = run_["seconds"]
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in st.items() if k != "total")
+            lines.append(f"predict ct ({speed}) {'×'.join(map(str, r['shape']))} ({r['slices_1mm']} slices at 1 mm): "
+                         f"{st['total']:.1f} s ({parts}); U-Net at {run_['unet']['size'] or 'full size'} "
+                         f"{run_['unet_gflops']:.1f} GFLOP/s (matmul peak {r['peak_gflops']:.0f}); mask Dice "
+                         f"{run_['dice_vs_' + r['baseline']]:.4f}, |Δp| {run_['abs_dp_vs_' + r['baseline']]:.1e} "
+                         f"vs {r['baseline']}; resolution ceiling {or_nan(run_.get('resolution_ceiling')):.4f}")
+        return "\n".join(lines) + f"\n  peak RSS {r['peak_rss_MB']:.0f} MB"
     if job == "book":
         if "skipped" in r:
             return f"book: not measured ({r['skipped']})"
@@ -584,11 +673,16 @@ def format_table(doc: dict[str, Any]) -> str:
         lines.append(f"  preprocessing {'×'.join(map(str, p['shape']))}: {p['seconds']:.2f} s (target ≤ "
                      f"{p['target_seconds']:g}: {'met' if p['met_seconds'] else 'NOT met'}), peak RSS "
                      f"{p['peak_rss_MB']:.0f} MB (target ≤ {p['target_peak_rss_MB']:.0f}: "
-                     f"{'met' if p['met_rss'] else 'NOT met'})")
+                     f"{'met' if p['met_rss'] else 'NOT met'}); ×{or_nan(p['ratio']):.2f} of the baseline engine "
+                     f"(target ≤ {p['target_ratio']}: {'met' if p['met_ratio'] else 'NOT met'})")
     if "pipeline" in s:
         p = s["pipeline"]
-        lines.append(f"  whole CT pipeline, {p['slices_1mm']} slices: {p['seconds']:.1f} s on this CPU "
+        lines.append(f"  repro predict ct, {p['slices_1mm']} slices: reference {p['reference_seconds']:.1f} s "
                      f"(U-Net {100 * p['unet_share']:.0f} %) vs {p['paper_gpu_seconds']} s on the paper's GPU")
+        if "ratio" in p:
+            lines.append(f"  fast {p['fast_seconds']:.1f} s = ×{p['ratio']:.2f} of reference (target ≤ "
+                         f"{p['target_ratio']}: {'met' if p['met'] else 'NOT met'}), |Δp| {p['abs_dp']:.1e}, "
+                         f"resolution ceiling of the lung mask: Dice {or_nan(p['resolution_ceiling']):.4f}")
     if "book" in s:
         lines.append(f"  book rebuild ({s['book']['profile']}): cold {s['book']['cold_seconds']:.0f} s, cached "
                      f"{s['book']['cached_seconds']:.0f} s")
@@ -611,7 +705,7 @@ def add_arguments(ap) -> None:
     ap.add_argument("--quick", action="store_true", help="tiny inputs, one repeat, no book rebuild (seconds)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per job (default: %(default)s)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
-    ap.add_argument("--depths", type=int, nargs="+", default=[100, 200, 300], help="DeCoVNet T values")
+    ap.add_argument("--depths", type=int, nargs="+", default=[100, 300], help="DeCoVNet T values")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--variants", nargs="+", default=["jit", "channels_last"],
                     help="fast DeCoVNet variants besides eager (jit, channels_last, bf16, compile)")
@@ -643,7 +737,7 @@ if __name__ == "__main__":  # pragma: no cover
 #: What the landing page and the report say instead of a quick benchmark's figure.
 NOT_MEASURED = "not measured in this build (run make bench, then rebuild the book)"
 #: The pipeline stages of :func:`job_pipeline`, in the order they run.
-PIPELINE_STAGES = ("read_nifti", "preprocess", "unet", "decovnet_input", "decovnet")
+PIPELINE_STAGES = ("read", "preprocess", "unet", "decovnet_and_localisation")
 
 
 def load_for_page(path: str | Path, quick_out: str | Path) -> tuple[dict[str, Any], str, bool]:
@@ -682,10 +776,11 @@ def gpu_name(doc: dict[str, Any]) -> str | None:
 def gpu_seconds_pipeline(doc: dict[str, Any]) -> float | None:
     """Seconds of the whole CT pipeline per volume measured on a GPU by a full benchmark, else
     ``None`` (no pipeline row, a CPU run, or a quick run: its tiny volume says nothing)."""
-    pipe = _rows(doc, "pipeline")
+    pipe = [r for r in _rows(doc, "pipeline") if "speeds" in r]
     if doc.get("quick") or not pipe or not on_gpu(doc, "pipeline"):
         return None
-    return float(pipe[-1]["seconds"]["total"])
+    runs = pipe[-1]["speeds"]
+    return float(runs.get("fast", runs[pipe[-1]["baseline"]])["seconds"]["total"])
 
 
 def device_label(doc: dict[str, Any], job: str) -> str:
@@ -738,14 +833,16 @@ def headline_forward(doc: dict[str, Any], source: str) -> str:
 
 
 def headline_pipeline(doc: dict[str, Any], source: str) -> str:
-    """The whole CT pipeline per volume for other pages, with where it ran, the number of slices
-    and their size; :data:`NOT_MEASURED` for a quick benchmark."""
-    pipe = _rows(doc, "pipeline")
-    if source == "quick" or not pipe:
+    """The whole CT pipeline per volume for other pages: reference and fast seconds, the number of
+    slices and their size and where it ran; :data:`NOT_MEASURED` for a quick benchmark."""
+    p = doc.get("summary", {}).get("pipeline")
+    if source == "quick" or not p:
         return NOT_MEASURED
-    s = pipe[-1]["seconds"]
-    return (f"{s['total']:.1f} s for {pipe[-1]['slices_1mm']} slices of {sizes(doc)['pipe_slice']} "
-            f"({device_label(doc, 'pipeline')}; U-Net {100 * s['unet'] / s['total']:.0f} %)")
+    fast = (f", {p['fast_seconds']:.1f} s fast (U-Net at {'×'.join(map(str, p['fast_unet_size'][::-1]))})"
+            if "fast_seconds" in p and p["fast_unet_size"] else
+            (f", {p['fast_seconds']:.1f} s fast" if "fast_seconds" in p else ""))
+    return (f"{p['reference_seconds']:.1f} s reference{fast} for {p['slices_1mm']} slices of "
+            f"{sizes(doc)['pipe_slice']} ({device_label(doc, 'pipeline')})")
 
 
 def source_phrase(doc: dict[str, Any], source: str, path: str | Path, ran_here: bool,
@@ -840,12 +937,89 @@ def preprocess_verdict(doc: dict[str, Any]) -> str:
 
 
 def pipeline_stages(doc: dict[str, Any]):
-    """Seconds of each stage of the (last) pipeline row, in pipeline order (a pandas Series)."""
+    """Seconds of each stage of the (last) pipeline row: a DataFrame, one row per speed (the
+    baseline first), the stages of :data:`PIPELINE_STAGES` as columns, in pipeline order."""
     import pandas as pd
 
-    pipe = _rows(doc, "pipeline")
-    secs = pipe[-1]["seconds"] if pipe else {}
-    return pd.Series({k: float(secs[k]) for k in PIPELINE_STAGES if k in secs}, name="seconds", dtype=float)
+    pipe = [r for r in _rows(doc, "pipeline") if "speeds" in r]
+    if not pipe:
+        return pd.DataFrame(columns=list(PIPELINE_STAGES), dtype=float)
+    runs = pipe[-1]["speeds"]
+    order = _speed_order(pipe[-1])
+    return pd.DataFrame([[float(runs[sp]["seconds"][k]) for k in PIPELINE_STAGES] for sp in order],
+                        index=pd.Index(order, name="speed"), columns=list(PIPELINE_STAGES))
+
+
+def _speed_order(row: dict[str, Any]) -> list[str]:
+    """The speeds of a pipeline row, its baseline first (the JSON file stores them sorted)."""
+    return [row["baseline"]] + sorted(k for k in row["speeds"] if k != row["baseline"])
+
+
+def pipeline_frame(doc: dict[str, Any]):
+    """The predict-ct comparison, one row per speed: total seconds, ratio to the baseline, U-Net
+    input, U-Net seconds and GFLOP/s, share of the measured matmul peak, bf16, |Δp(COVID)| against
+    the baseline run and the :func:`resolution_ceiling` of a speed that resizes the slices."""
+    import pandas as pd
+
+    pipe = [r for r in _rows(doc, "pipeline") if "speeds" in r]
+    cols = ["seconds", "× reference", "U-Net input", "U-Net (s)", "U-Net GFLOP/s", "% of peak", "bf16",
+            "|Δp| vs reference", "mask Dice ceiling"]
+    if not pipe:
+        return pd.DataFrame(columns=cols)
+    r = pipe[-1]
+    base = r["speeds"][r["baseline"]]["seconds"]["total"]
+    rows = []
+    for sp in _speed_order(r):
+        run_ = r["speeds"][sp]
+        side = run_["unet"]["size"] or list(r["shape_1mm"][1:])
+        rows.append([run_["seconds"]["total"], run_["seconds"]["total"] / base, "×".join(map(str, side[::-1])),
+                     run_["seconds"]["unet"], run_["unet_gflops"], 100 * run_["unet_gflops"] / r["peak_gflops"],
+                     "yes" if run_["unet"]["bf16"] else "no", run_["abs_dp_vs_" + r["baseline"]],
+                     run_.get("resolution_ceiling")])
+    return pd.DataFrame(rows, index=pd.Index(_speed_order(r), name="speed"), columns=cols)
+
+
+def pipeline_table(doc: dict[str, Any]):
+    """:func:`pipeline_frame` for the page."""
+    return book_format_columns(pipeline_frame(doc), {
+        "seconds": "{:.1f}", "× reference": "{:.2f}", "U-Net (s)": "{:.1f}", "U-Net GFLOP/s": "{:.1f}",
+        "% of peak": "{:.0f}", "|Δp| vs reference": "{:.1e}", "mask Dice ceiling": "{:.4f}"})
+
+
+def ceiling_phrase(doc: dict[str, Any]) -> str:
+    """What the fast path's resizing can cost a lung mask (Markdown), from the pipeline summary's
+    :func:`resolution_ceiling`, or why there is nothing to bound."""
+    p = doc.get("summary", {}).get("pipeline") or {}
+    if p.get("resolution_ceiling") is None:
+        return ("at this benchmark's slice size the fast path does not resize the slices, so it "
+                "cannot cost a mask anything")
+    side = "×".join(map(str, p["fast_unet_size"][::-1]))
+    return (f"the volume's lung pseudo-label, taken to {side} px and back the way the fast path resizes the "
+            f"U-Net's input and output, keeps Dice {p['resolution_ceiling']:.4f} with itself: the most any "
+            f"{side}-px mask of these lungs can agree with a full-size one")
+
+
+def own_models_phrase(profile: str, work_dir: str | Path | None = None, results_dir: str | Path | None = None,
+                      slice_hw: tuple[int, int] = (512, 512)) -> str:
+    """What ``--speed fast`` changes for the U-Net this build trained (Markdown): nothing where its
+    working size is within the fast cap and bf16 is not native, else the size and precision it uses."""
+    from . import predict
+    from .errors import InputError
+
+    try:
+        card = predict.ct_card(profile, work_dir, results_dir)
+    except InputError:
+        return "this build has no trained CT models to compare"
+    exact = predict.unet_settings(card.unet_size, slice_hw, "exact")
+    fast = predict.unet_settings(card.unet_size, slice_hw, "fast")
+    side = "×".join(map(str, (exact["size"] or list(slice_hw))[::-1]))
+    if fast["size"] == exact["size"] and not fast["bf16"]:
+        return (f"the U-Net of this build works at {side} px, within the fast path's cap of "
+                f"{predict.FAST_UNET_SIDE} px, and this machine has no native bf16: for the book's own models "
+                "`--speed fast` computes the same mask as `--speed exact`")
+    fside = "×".join(map(str, (fast["size"] or list(slice_hw))[::-1]))
+    return (f"for the book's own models `--speed fast` runs the U-Net at {fside} px instead of {side}"
+            f"{' in bf16' if fast['bf16'] else ''}: compare its masks with `--speed exact` before relying on them")
 
 
 def rebuild_frame(doc: dict[str, Any]):

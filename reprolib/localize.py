@@ -32,7 +32,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, NamedTuple, Sequence
+from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -131,12 +131,13 @@ def _as_input(model: torch.nn.Module, x: torch.Tensor | np.ndarray) -> torch.Ten
     return t.to(device=p.device, dtype=p.dtype)
 
 
-def cam_for_volume(model: torch.nn.Module, x: torch.Tensor | np.ndarray, target: int = 1
-                   ) -> tuple[np.ndarray, float]:
+def cam_for_volume(model: torch.nn.Module, x: torch.Tensor | np.ndarray, target: int = 1,
+                   features: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[np.ndarray, float]:
     """Linearised-head CAM and p(target) in one forward pass (spec §7 steps 1-4).
 
-    The features are computed once; the logits come from ``model.classify(F)``. The
-    model's train/eval mode is left as the caller set it (``bn_eval``).
+    The features are computed once (by ``features``, e.g. a frozen graph of
+    ``models.Features(model)``, else ``model.features``); the logits come from
+    ``model.classify(F)``. The model's train/eval mode is left as the caller set it (``bn_eval``).
 
     Parameters
     ----------
@@ -148,15 +149,15 @@ def cam_for_volume(model: torch.nn.Module, x: torch.Tensor | np.ndarray, target:
     """
     xt = _as_input(model, x)
     with torch.no_grad():
-        feats = model.features(xt)
+        feats = (features or model.features)(xt)
         p = torch.softmax(model.classify(feats), dim=1)[0, target].item()
         w = linearised_cam_weights(model, target=target).to(feats.device)
         cam = linear_cam(feats[0], w)
     return cam, float(p)
 
 
-def grad_cam_for_volume(model: torch.nn.Module, x: torch.Tensor | np.ndarray, target: int = 1
-                        ) -> tuple[np.ndarray, float]:
+def grad_cam_for_volume(model: torch.nn.Module, x: torch.Tensor | np.ndarray, target: int = 1,
+                        features: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[np.ndarray, float]:
     """Grad-CAM on the ResBlock-2 features, and p(target), in one forward pass.
 
     Channel weight a_c = mean over (D, h, w) of d logit_target / d F_c; CAM =
@@ -169,7 +170,7 @@ def grad_cam_for_volume(model: torch.nn.Module, x: torch.Tensor | np.ndarray, ta
     """
     xt = _as_input(model, x)
     with torch.no_grad():
-        feats = model.features(xt)
+        feats = (features or model.features)(xt)
     feats = feats.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = model.classify(feats)
@@ -679,6 +680,7 @@ def localize(
     cc3d_std_tol: float = 0.05,
     merge: str = "voxel",
     no_overlap: str = "largest",
+    features: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> LocalizationResult:
     """Run the whole localisation chain of spec §7 on one volume.
 
@@ -694,14 +696,16 @@ def localize(
     bbox : ((z0, z1), (y0, y1), (x0, x1)) crop box of ``lung_mask_full`` ([min, max))
     z_step : every ``z_step``-th slice of the box is in ``x`` (``cohort.classifier_input``)
     method : "linear" (linearised head, the paper) or "gradcam"
+    features : computes the ResBlock-2 features instead of ``model.features`` (e.g. a frozen
+        graph from ``models.inference_runner(models.Features(model), "jit")``)
     Other keywords: the spec §7 constants (names as in the spec's parameter list).
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if method == "linear":
-        cam_raw, p = cam_for_volume(model, x, target)
+        cam_raw, p = cam_for_volume(model, x, target, features)
     elif method == "gradcam":
-        cam_raw, p = grad_cam_for_volume(model, x, target)
+        cam_raw, p = grad_cam_for_volume(model, x, target, features)
     else:
         raise ValueError(f"unknown CAM method {method!r}; use 'linear' or 'gradcam'")
     timings["cam"] = time.perf_counter() - t0

@@ -580,6 +580,18 @@ def set_bn_eval(model: nn.Module, eval_bn: bool) -> nn.Module:
 # ---------------------------------------------------------------------------
 # Fast inference (issue G): same results, less time
 # ---------------------------------------------------------------------------
+class Features(nn.Module):
+    """A classifier's ``features`` method as a module of its own, so that
+    :func:`inference_runner` can freeze it (e.g. DeCoVNet's ResBlock-2 features for a CAM)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.features(x)
+
+
 #: Variants of :func:`inference_runner`; the fp32 ones must match eager within 1e-4.
 INFERENCE_VARIANTS = ("eager", "channels_last", "jit", "bf16", "compile")
 

@@ -43,7 +43,22 @@ __all__ = [
     "predict_ct",
     "predict_ct_batch",
     "SUMMARY_COLUMNS",
+    "SPEEDS",
+    "unet_settings",
 ]
+
+#: How :func:`predict_ct` runs its networks (``repro predict ct --speed``): the lung U-Net and
+#: DeCoVNet's feature extractor (the CAM head and all post-processing are the same at every speed).
+SPEEDS = {
+    "reference": "eager fp32, the U-Net at its own resolution (the benchmark's baseline)",
+    "exact": "frozen TorchScript graphs, fp32, the U-Net at its own resolution: the reference's outputs "
+             "within float rounding (logits within 1e-4)",
+    "fast": "frozen graphs, the U-Net at most 256 px per side (as lungmask does), logits resized back; "
+            "bf16 where the hardware has it natively: the mask differs slightly from the reference "
+            "(repro bench reports the Dice and the change of p(COVID))",
+}
+#: The longest in-plane side the ``fast`` U-Net works at (pixels).
+FAST_UNET_SIDE = 256
 
 DISCLAIMER = ("Research tool reproducing published methods on small public data; not a medical device "
               "and not for diagnosis.")
@@ -285,9 +300,35 @@ def _writable(out_dir: Path) -> None:
         raise InputError(out_dir, f"cannot write the results here ({exc.strerror or exc}); choose another --out") from exc
 
 
+def unet_settings(trained_size: tuple[int, int] | None, slice_hw: tuple[int, int], speed: str = "exact",
+                  device: str = "cpu") -> dict[str, Any]:
+    """How the U-Net runs at ``speed`` (:data:`SPEEDS`) on slices of ``slice_hw`` pixels.
+
+    ``trained_size``: the in-plane (h, w) the model works at (``None``: the slices' own size).
+    Returns ``speed``, ``variant`` (an :func:`reprolib.models.inference_runner` variant),
+    ``size`` ((h, w) the slices are resized to, or ``None``), ``batch`` (slices per call: 8 for
+    the reference, 2 for the frozen graphs, which run faster on small batches that stay in
+    cache), ``bf16`` and ``bf16_why``.
+    """
+    from .bench import bf16_native
+
+    if speed not in SPEEDS:
+        raise ValueError(f"unknown speed {speed!r}; choose one of {', '.join(SPEEDS)}")
+    h, w = (int(v) for v in (trained_size or slice_hw))
+    native, why = bf16_native(device)
+    bf16 = speed == "fast" and native
+    if speed == "fast" and max(h, w) > FAST_UNET_SIDE:
+        scale = FAST_UNET_SIDE / max(h, w)
+        h, w = max(16, int(round(h * scale))), max(16, int(round(w * scale)))
+    size = None if (h, w) == tuple(int(v) for v in slice_hw) else (h, w)
+    variant = {"reference": "eager", "exact": "jit", "fast": "bf16" if bf16 else "jit"}[speed]
+    return {"speed": speed, "variant": variant, "size": None if size is None else list(size),
+            "batch": 8 if speed == "reference" else 2, "bf16": bf16, "bf16_why": why}
+
+
 def predict_ct(unet, decovnet, path: str | Path, card: CTModelCard, out_dir: str | Path | None = None,
-               preprocess_params: dict | None = None, spacing_mm: tuple[float, float, float] | None = None
-               ) -> dict[str, Any]:
+               preprocess_params: dict | None = None, spacing_mm: tuple[float, float, float] | None = None,
+               speed: str = "exact") -> dict[str, Any]:
     """COVID-19 probability, lung mask and lesion mask of one CT.
 
     Before any heavy step the scan is checked (:func:`reprolib.scans.check_scan`: empty files,
@@ -295,13 +336,14 @@ def predict_ct(unet, decovnet, path: str | Path, card: CTModelCard, out_dir: str
     ((z, y, x) in mm) is used for PNG stacks, whose files carry no spacing; other formats keep
     their own. The CT then goes through the book's chain: read (:func:`reprolib.io.read_ct`), preprocess to
     1 mm slices and the 8-bit lung window, lung mask by the U-Net, DeCoVNet input, DeCoVNet,
-    linearised CAM + R3dcc lesion mask (:func:`reprolib.localize.localize`).
+    linearised CAM + R3dcc lesion mask (:func:`reprolib.localize.localize`). ``speed``
+    (:data:`SPEEDS`) chooses how the U-Net runs (:func:`unet_settings`).
 
     Returns
     -------
     dict: ``p_covid``, ``prediction`` (p > 0.5), ``lung_ml``, ``lesion_ml``, ``shape_1mm``,
     ``spacing_mm``, ``spacing_source``, ``input_sha256`` (:func:`reprolib.scans.scan_sha256`),
-    ``seconds`` per stage; ``lung_mask`` and ``lesion_mask`` ((T0, H, W)
+    ``unet`` (:func:`unet_settings`), ``seconds`` per stage; ``lung_mask`` and ``lesion_mask`` ((T0, H, W)
     uint8 on the 1 mm grid) and ``ct_u8`` (the windowed CT on that grid); with ``out_dir``: ``<name>_lung.nii.gz``, ``<name>_lesion.nii.gz``,
     ``<name>_report.json`` and ``<name>_report.md`` written there atomically.
 
@@ -311,9 +353,11 @@ def predict_ct(unet, decovnet, path: str | Path, card: CTModelCard, out_dir: str
     """
     import torch
 
-    from . import cohort, io, localize, preprocess, scans, train
+    from . import cohort, io, localize, models, preprocess, scans, train
     from .files import atomic_write_text
 
+    if speed not in SPEEDS:
+        raise ValueError(f"unknown speed {speed!r}; choose one of {', '.join(SPEEDS)}")
     path = Path(path)
     checked = scans.check_scan(path, spacing_mm)
     if out_dir is not None:
@@ -329,7 +373,11 @@ def predict_ct(unet, decovnet, path: str | Path, card: CTModelCard, out_dir: str
     ct_u8 = res["ct_u8"]
     secs["preprocess"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    lung = train.segment_volume(unet, ct_u8, size=None if card.unet_size is None else tuple(card.unet_size))
+    how = unet_settings(card.unet_size, ct_u8.shape[1:], speed, str(next(unet.parameters()).device))
+    size = tuple(how["size"]) if how["size"] else None
+    runner = None if how["variant"] == "eager" else models.inference_runner(
+        unet, how["variant"], example=torch.zeros(1, 1, *(size or ct_u8.shape[1:])))
+    lung = train.segment_volume(unet, ct_u8, batch=how["batch"], size=size, runner=runner)
     secs["unet"] = time.perf_counter() - t0
     if not lung.any():
         raise InputError(path, "the U-Net found no lung in this volume (is it a chest CT?)")
@@ -338,8 +386,10 @@ def predict_ct(unet, decovnet, path: str | Path, card: CTModelCard, out_dir: str
     if x.shape[1] < 2:
         raise InputError(path, f"only {x.shape[1]} slice(s) of lung after cropping: too few for DeCoVNet")
     _, _, bbox = preprocess.crop_to_mask(ct_u8, lung)
+    features = None if how["variant"] == "eager" else models.inference_runner(  # DeCoVNet's features, frozen
+        models.Features(decovnet), how["variant"], example=torch.zeros(1, 2, 16, *card.hw))
     loc = localize.localize(decovnet, torch.from_numpy(x)[None], lung_mask_full=lung, bbox=bbox,
-                            z_step=card.z_step)
+                            z_step=card.z_step, features=features)
     secs["decovnet_and_localisation"] = time.perf_counter() - t0
     spacing = tuple(float(s) for s in res["spacing_mm"])
     voxel_ml = float(np.prod(spacing)) / 1000.0
@@ -348,7 +398,7 @@ def predict_ct(unet, decovnet, path: str | Path, card: CTModelCard, out_dir: str
         "file": path.name, "p_covid": float(loc.p_covid), "prediction": "COVID-19" if loc.p_covid > 0.5 else "negative",
         "lung_ml": float(lung.sum()) * voxel_ml, "lesion_ml": float(lesion.sum()) * voxel_ml,
         "shape_1mm": list(ct_u8.shape), "spacing_mm": list(spacing), "spacing_source": checked["spacing_source"],
-        "input_sha256": input_sha256, "seconds": secs,
+        "input_sha256": input_sha256, "unet": how, "seconds": secs,
         "lung_mask": lung, "lesion_mask": lesion, "ct_u8": ct_u8}
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -395,8 +445,8 @@ def _done_before(scan_dir: Path, input_sha256: str) -> dict | None:
 
 def predict_ct_batch(unet, decovnet, paths: list[Path], card: CTModelCard, out_dir: str | Path,
                      spacing_mm: tuple[float, float, float] | None = None, progress: bool = True,
-                     ids: list[str] | None = None) -> list[dict[str, Any]]:
-    """:func:`predict_ct` for each scan in ``paths``, each into ``out_dir/<id>/``.
+                     ids: list[str] | None = None, speed: str = "exact") -> list[dict[str, Any]]:
+    """:func:`predict_ct` for each scan in ``paths``, each into ``out_dir/<id>/`` (at ``speed``).
 
     A scan that fails is recorded with its error and the others go on. A scan whose folder holds
     a report for the same input (sha256) and both masks is not recomputed (``status`` ``"ok"``,
@@ -432,7 +482,7 @@ def predict_ct_batch(unet, decovnet, paths: list[Path], card: CTModelCard, out_d
                 row.update(status="ok", reused=True, seconds=0.0,
                            **{k: before.get(k, "") for k in ("p_covid", "prediction", "lung_ml", "lesion_ml")})
             else:
-                out = predict_ct(unet, decovnet, path, card, out_dir / scan_id, spacing_mm=spacing_mm)
+                out = predict_ct(unet, decovnet, path, card, out_dir / scan_id, spacing_mm=spacing_mm, speed=speed)
                 row.update(status="ok", seconds=round(time.perf_counter() - t0, 2),
                            **{k: out[k] for k in ("p_covid", "prediction", "lung_ml", "lesion_ml")})
             row["input_sha256"] = sha

@@ -36,9 +36,12 @@ def test_decovnet_record_counts_macs_and_checks_variants(quick_doc):
 
 def test_preprocess_record_and_document_on_disk(quick_doc):
     doc, out = quick_doc
-    (pre,) = [r for r in doc["rows"] if r["job"] == "preprocess"]
+    base, pre = [r for r in doc["rows"] if r["job"] == "preprocess"]
+    assert (base["engine"], pre["engine"]) == ("baseline", "fast")
     assert pre["shape"] == [24, 64, 64] and pre["shape_1mm"] == [60, 64, 64]  # 2.5 mm -> 1 mm
     assert pre["workers"] == 2 and pre["lung_ml"] > 0
+    assert base["lung_ml"] == pre["lung_ml"]  # the same mask either way
+    assert doc["summary"]["preprocess"]["ratio"] == pytest.approx(pre["seconds"] / base["seconds"])
     again = bench.load(out)
     assert again["format"] == bench.FORMAT and again["quick"] is True
     assert again["summary"]["preprocess"]["seconds"] == pytest.approx(pre["seconds"])
@@ -75,7 +78,7 @@ def test_load_refuses_what_is_not_a_benchmark(tmp_path):
     with pytest.raises(InputError, match="bench.json.*unreadable benchmark JSON"):
         bench.load(bad)
     bad.write_text(json.dumps({"rows": []}))
-    with pytest.raises(InputError, match="not a covid-repro-bench/1 document"):
+    with pytest.raises(InputError, match="not a covid-repro-bench/2 document"):
         bench.load(bad)
 
 
@@ -125,3 +128,40 @@ def test_stale_lists_what_a_run_would_execute(tmp_path, monkeypatch):
     assert runner.stale("synthetic", nbs) == []
     (tmp_path / "bench.json").write_text("{}")  # a new benchmark: only the notebook that reads it
     assert runner.stale("synthetic", nbs) == ["02_b"]
+
+
+def test_pipeline_job_runs_predict_ct_at_both_speeds(tmp_path):
+    import numpy as np
+
+    from reprolib.memtrace import synthetic_chest
+
+    vol = tmp_path / "chest.npy"
+    np.save(vol, synthetic_chest(12, 64))
+    r = bench.job_pipeline(str(vol), (2.5, 1.0, 1.0), hw=(32, 48))
+    assert list(r["speeds"]) == ["reference", "fast"] and r["baseline"] == "reference"
+    ref, fast = r["speeds"]["reference"], r["speeds"]["fast"]
+    assert (ref["unet"]["variant"], fast["unet"]["variant"]) in {("eager", "jit"), ("eager", "bf16")}
+    assert fast["unet"]["size"] is None  # 64 px slices: below the fast cap, not resized
+    assert ref["dice_vs_reference"] == 1.0 and ref["abs_dp_vs_reference"] == 0.0
+    assert fast["dice_vs_reference"] > 0.99 and fast["abs_dp_vs_reference"] < 1e-4
+    assert r["slices_1mm"] == 30 and ref["unet_macs"] == models.count_macs(models.UNet2D(), (1, 1, 64, 64)) * 30
+    for run_ in (ref, fast):
+        secs = run_["seconds"]
+        assert set(secs) == set(bench.PIPELINE_STAGES) | {"total"}
+        assert secs["total"] >= sum(secs[k] for k in bench.PIPELINE_STAGES) * 0.99
+    assert r["peak_gflops"] > 0
+    assert 0 < r["label_fraction"] < 0.5 and r["weights"] == "untrained (seed 0)"
+    assert fast["resolution_ceiling"] is None  # nothing resized, nothing to bound
+
+
+def test_resolution_ceiling_bounds_what_a_smaller_mask_can_agree_with():
+    import numpy as np
+
+    yy, xx = np.mgrid[:128, :128]
+    disc = ((yy - 64) ** 2 + (xx - 60) ** 2 <= 40**2)[None].repeat(3, 0)
+    assert bench.resolution_ceiling(np.ones((2, 64, 64)), (32, 32)) == 1.0
+    smooth = bench.resolution_ceiling(disc, (64, 64))
+    assert 0.97 < smooth < 1.0  # a large disc loses only boundary pixels at half size
+    fine = (yy + xx) % 2 == 0  # a one-pixel checkerboard cannot survive halving
+    assert bench.resolution_ceiling(fine[None], (64, 64)) < 0.7
+    assert bench.resolution_ceiling(disc, (128, 128)) == 1.0

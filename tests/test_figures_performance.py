@@ -21,6 +21,11 @@ def _net(job, seconds, diff, macs, **extra):
             "params": {"threads": 2, "device": "cpu"}, **extra}
 
 
+def _speed(seconds, size, gflops, dice, dp, ceiling=None):
+    return {"seconds": seconds, "unet": {"size": size, "bf16": False}, "unet_gflops": gflops,
+            "dice_vs_reference": dice, "abs_dp_vs_reference": dp, "resolution_ceiling": ceiling}
+
+
 @pytest.fixture
 def doc():
     d = {
@@ -37,11 +42,17 @@ def doc():
                  size=512, per="slice", batch=8),
             _net("resnet50", {"eager": 0.1, "jit": 0.05}, {"eager": 0.0, "jit": 3e-6}, 4e9,
                  size=224, per="image", batch=16, images_per_s={"eager": 10.0, "jit": 20.0}),
-            {"job": "preprocess", "shape": [300, 512, 400], "spacing_mm": [1.25, 0.7, 0.7], "seconds": 2.5,
-             "peak_rss_MB": 2000.0, "params": {"workers": 2}},
+            {"job": "preprocess", "engine": "baseline", "shape": [300, 512, 400], "spacing_mm": [1.25, 0.7, 0.7],
+             "seconds": 5.0, "peak_rss_MB": 2100.0, "params": {"workers": 2, "engine": "baseline"}},
+            {"job": "preprocess", "engine": "fast", "shape": [300, 512, 400], "spacing_mm": [1.25, 0.7, 0.7],
+             "seconds": 2.5, "peak_rss_MB": 2000.0, "params": {"workers": 2, "engine": "fast"}},
             {"job": "pipeline", "shape": [51, 512, 400], "spacing_mm": [1.25, 0.7, 0.7], "slices_1mm": 64,
-             "seconds": {"read_nifti": 1.0, "preprocess": 4.0, "unet": 30.0, "decovnet_input": 1.0,
-                         "decovnet": 4.0, "total": 40.0},
+             "shape_1mm": [64, 512, 400], "baseline": "reference", "peak_gflops": 100.0, "peak_rss_MB": 3000.0,
+             "speeds": {
+                 "reference": _speed({"read": 1.0, "preprocess": 4.0, "unet": 30.0, "decovnet_and_localisation": 5.0,
+                                      "total": 40.0}, None, 40.0, 1.0, 0.0),
+                 "fast": _speed({"read": 1.0, "preprocess": 2.0, "unet": 5.0, "decovnet_and_localisation": 2.0,
+                                 "total": 10.0}, [256, 200], 60.0, 0.98, 0.01, 0.995)},
              "params": {"threads": 2, "device": "cpu"}},
             {"job": "book", "profile": "sample", "params": {"profile": None}, "recorded": {"notebooks": 9, "cold_seconds": 600.0},
              "html_cold_seconds": 100.0, "cold_seconds": 700.0, "cached_run_seconds": 5.0,
@@ -88,7 +99,7 @@ def test_gpu_values_only_for_networks_measured_on_a_gpu(doc):
     for device in ("cuda", "cuda:0", "auto"):
         g = _on_gpu(doc, device)
         assert bench.on_gpu(g) and bench.on_gpu(g, "pipeline")
-        assert bench.gpu_name(g) == "Tesla K80" and bench.gpu_seconds_pipeline(g) == 40.0
+        assert bench.gpu_name(g) == "Tesla K80" and bench.gpu_seconds_pipeline(g) == 10.0  # the fast run
     quick = {**_on_gpu(doc), "quick": True}  # a quick run's tiny volume says nothing about a CT
     assert bench.gpu_name(quick) == "Tesla K80" and bench.gpu_seconds_pipeline(quick) is None
     no_gpu_auto = _on_gpu(doc, "auto", name=None)  # "auto" without a GPU ran on the CPU
@@ -112,15 +123,15 @@ def test_sizes_state_what_each_figure_was_measured_at(doc):
 
 def test_headlines_state_value_and_size_and_hide_quick_figures(doc):
     assert bench.headline_forward(doc, "full") == "8.00 s eager, 3.00 s jit (CPU, 2 threads, T = 300 slices of 224×336)"
-    # U-Net share 30 / 40 = 75 %
-    assert bench.headline_pipeline(doc, "full") == "40.0 s for 64 slices of 400×512 (CPU, 2 threads; U-Net 75 %)"
+    assert bench.headline_pipeline(doc, "full") == ("40.0 s reference, 10.0 s fast (U-Net at 200×256) for 64 "
+                                                    "slices of 400×512 (CPU, 2 threads)")
     assert bench.headline_forward(doc, "quick") == bench.NOT_MEASURED
     assert bench.headline_pipeline(doc, "quick") == bench.NOT_MEASURED
     assert bench.NOT_MEASURED == "not measured in this build (run make bench, then rebuild the book)"
     doc["rows"][1]["max_abs_diff"]["jit"] = 1.0  # outside the tolerance: no fast variant counts
     doc["summary"] = bench.summarize(doc)
     assert bench.headline_forward(doc, "full").startswith("8.00 s eager, no fast variant within tolerance (")
-    assert bench.headline_pipeline({"rows": []}, "full") == bench.NOT_MEASURED
+    assert bench.headline_pipeline({"rows": [], "summary": {}}, "full") == bench.NOT_MEASURED
 
 
 def test_source_phrase_and_banner_name_the_file_never_its_folder(doc, tmp_path):
@@ -191,9 +202,40 @@ def test_nets_frame_and_table(doc):
 
 def test_pipeline_stages_in_pipeline_order(doc):
     s = bench.pipeline_stages(doc)
-    assert list(s.index) == ["read_nifti", "preprocess", "unet", "decovnet_input", "decovnet"]
-    assert s.sum() == 40.0 and s["unet"] == 30.0  # the total is not a stage
+    assert list(s.columns) == ["read", "preprocess", "unet", "decovnet_and_localisation"]
+    assert list(s.index) == ["reference", "fast"]
+    assert s.loc["reference"].sum() == 40.0 and s.loc["fast", "unet"] == 5.0  # the total is not a stage
     assert bench.pipeline_stages({"rows": []}).empty
+
+
+def test_pipeline_summary_frame_and_table(doc):
+    pipe = next(r for r in doc["rows"] if r["job"] == "pipeline")
+    pipe["speeds"] = dict(sorted(pipe["speeds"].items()))  # as the JSON file stores them: fast first
+    p = doc["summary"]["pipeline"]
+    assert p["ratio"] == pytest.approx(0.25) and p["met"] is True  # 10 / 40 ≤ 0.25
+    assert (p["dice"], p["abs_dp"], p["fast_unet_size"], p["resolution_ceiling"]) == (0.98, 0.01, [256, 200], 0.995)
+    f = bench.pipeline_frame(doc)
+    assert f.loc["fast", "× reference"] == pytest.approx(0.25) and f.loc["fast", "% of peak"] == pytest.approx(60.0)
+    assert f.loc["reference", "U-Net input"] == "400×512" and f.loc["fast", "U-Net input"] == "200×256"
+    t = bench.pipeline_table(doc)
+    assert t.loc["fast"].to_dict() == {"seconds": "10.0", "× reference": "0.25", "U-Net input": "200×256",
+                                       "U-Net (s)": "5.0", "U-Net GFLOP/s": "60.0", "% of peak": "60", "bf16": "no",
+                                       "|Δp| vs reference": "1.0e-02", "mask Dice ceiling": "0.9950"}
+    assert t.loc["reference", "mask Dice ceiling"] == "–"  # full size: nothing to bound
+    assert list(t.index) == ["reference", "fast"]  # the baseline first, whatever the file's key order
+    assert bench.ceiling_phrase(doc).startswith("the volume's lung pseudo-label, taken to 200×256 px and back")
+    assert "keeps Dice 0.9950 with itself" in bench.ceiling_phrase(doc)
+    doc["summary"]["pipeline"]["resolution_ceiling"] = None
+    assert "does not resize the slices" in bench.ceiling_phrase(doc)
+
+
+def test_preprocess_summary_compares_the_engines_of_one_run(doc):
+    p = doc["summary"]["preprocess"]
+    assert (p["seconds"], p["baseline_seconds"]) == (2.5, 5.0)
+    assert p["ratio"] == pytest.approx(0.5) and p["met_ratio"] is True
+    doc["rows"] = [r for r in doc["rows"] if r.get("engine") != "baseline"]
+    p = bench.summarize(doc)["preprocess"]
+    assert p["baseline_seconds"] is None and math.isnan(p["ratio"]) and p["met_ratio"] is False
 
 
 def test_rebuild_frame_table_and_phrase(doc):
@@ -235,11 +277,15 @@ def test_pipeline_stages_figure_stacks_the_stages(doc):
 
     fig = performance.pipeline_stages(bench.pipeline_stages(doc), 64, "400×512", "CPU, 2 threads")
     ax = fig.axes[0]
-    bars = [c.patches[0] for c in ax.containers]
-    assert [b.get_x() for b in bars] == [0.0, 1.0, 5.0, 35.0, 36.0]
-    assert [b.get_width() for b in bars] == [1.0, 4.0, 30.0, 1.0, 4.0]
+    ref = [c.patches[0] for c in ax.containers]    # the first speed, drawn on top
+    fast = [c.patches[1] for c in ax.containers]
+    assert [b.get_x() for b in ref] == [0.0, 1.0, 5.0, 35.0]
+    assert [b.get_width() for b in ref] == [1.0, 4.0, 30.0, 5.0]
+    assert [b.get_width() for b in fast] == [1.0, 2.0, 5.0, 2.0]
+    assert ref[0].get_y() > fast[0].get_y()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["reference", "fast"]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-        "read_nifti 1.0 s", "preprocess 4.0 s", "unet 30.0 s", "decovnet_input 1.0 s", "decovnet 4.0 s"]
+        "read", "preprocess", "unet", "decovnet_and_localisation"]
+    assert [t.get_text() for t in ax.texts] == [" 40.0 s", " 10.0 s"]
     assert ax.get_title() == "one CT volume, 64 slices of 400×512 at 1 mm, CPU, 2 threads"
-    assert math.isclose(sum(b.get_width() for b in bars), 40.0)
     plt.close(fig)

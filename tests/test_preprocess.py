@@ -72,15 +72,32 @@ def test_apply_fov_offsets_outside_only():
 # ------------------------------------------------------------------ resampling
 
 
+@pytest.mark.parametrize("engine", ["fast", "baseline"])
 @pytest.mark.parametrize("spacing", [2.0, 1.25, 0.7, 5.0])
-def test_resample_z_matches_scipy_zoom(spacing):
+def test_resample_z_matches_scipy_zoom(spacing, engine):
     rng = np.random.default_rng(0)
     hu = rng.integers(-1100, 1500, (13, 9, 11)).astype(np.int16)
     ref = ndimage.zoom(hu, (spacing, 1, 1), order=3, mode="nearest")
-    out = resample_z(hu, spacing, block_bytes=4096)  # tiny blocks: exercise chunking
+    out = resample_z(hu, spacing, block_bytes=4096, engine=engine)  # tiny blocks: exercise chunking
     assert out.dtype == np.int16 and out.shape == ref.shape
     assert np.abs(out.astype(int) - ref).max() <= 1
     assert np.mean(out == ref) > 0.99
+    other = resample_z(hu, spacing, engine="baseline" if engine == "fast" else "fast")
+    np.testing.assert_array_equal(out, other)  # either engine, any block size: the same sums
+
+
+def test_preprocess_engines_give_the_same_arrays():
+    from reprolib.memtrace import synthetic_chest
+
+    vol = CTVolume(hu=synthetic_chest(20, 96), spacing_mm=(1.6, 0.8, 0.8))
+    fast = preprocess_ct(vol, qc_lung_volume_ml=(0.0, 1e9), engine="fast")
+    base = preprocess_ct(vol, qc_lung_volume_ml=(0.0, 1e9), engine="baseline")
+    assert fast["lung_mask"].sum() > 1000
+    for key in ("ct_u8", "lung_mask"):
+        np.testing.assert_array_equal(fast[key], base[key])
+    assert fast["qc"] == base["qc"]
+    with pytest.raises(ValueError, match="unknown preprocessing engine 'turbo'"):
+        preprocess_ct(vol, engine="turbo")
 
 
 def test_resample_z_extent_and_spacing():

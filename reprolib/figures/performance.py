@@ -34,18 +34,26 @@ def decovnet_time_vs_T(frame: "pd.DataFrame", paper_seconds: float, slice_size: 
     return fig
 
 
-def pipeline_stages(stages: "pd.Series", slices: int, slice_size: str, where: str) -> "Figure":
-    """One horizontal stacked bar: the seconds of each pipeline stage in order (``stages``:
-    :func:`reprolib.bench.pipeline_stages`), each labelled with its time in the legend; the title
-    names the volume (``slices`` 1 mm slices of ``slice_size``) and ``where`` it ran."""
+def pipeline_stages(stages: "pd.DataFrame", slices: int, slice_size: str, where: str) -> "Figure":
+    """One horizontal stacked bar per speed (``stages``: :func:`reprolib.bench.pipeline_stages`,
+    rows = speeds, columns = stages in order), each segment a stage's seconds, the bar's total at
+    its end; the title names the volume (``slices`` 1 mm slices of ``slice_size``) and ``where``
+    it ran."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 2.6))
-    left = 0.0
-    for name, seconds in stages.items():
-        ax.barh([0], [seconds], left=left, label=f"{name} {seconds:.1f} s")
-        left += seconds
-    ax.set(yticks=[], xlabel="seconds", title=f"one CT volume, {slices} slices of {slice_size} at 1 mm, {where}")
-    ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.45))
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.6 * max(1, len(stages))))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    y = list(range(len(stages)))[::-1]  # the first speed (the baseline) on top
+    left = [0.0] * len(stages)
+    for k, stage in enumerate(stages.columns):
+        widths = stages[stage].tolist()
+        ax.barh(y, widths, left=left, color=colors[k % len(colors)], label=stage)
+        left = [a + b for a, b in zip(left, widths)]
+    for yi, total in zip(y, left):
+        ax.text(total, yi, f" {total:.1f} s", va="center", fontsize=8)
+    ax.set_yticks(y, list(stages.index))
+    ax.set_xlim(0, max(left, default=1.0) * 1.15)
+    ax.set(xlabel="seconds", title=f"one CT volume, {slices} slices of {slice_size} at 1 mm, {where}")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.45))
     fig.tight_layout()
     return fig
