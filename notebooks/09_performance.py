@@ -238,8 +238,7 @@ nb.glue_figure("pipeline_stages", performance.pipeline_stages(
 # since the untrained U-Net marks {glue:text}`pipe_ref_lung_pct:.0f` % of the voxels as lung and the
 # untrained DeCoVNet answers p(COVID) = {glue:text}`pipe_ref_p:.3f`.
 # What the reduced resolution costs a mask is bounded by geometry instead:
-# {glue:md}`pipe_ceiling`. How much of that a trained paper-size U-Net keeps cannot be measured
-# here: no such network is available offline. As for this build: {glue:md}`own_models`.
+# {glue:md}`pipe_ceiling`. As for this build: {glue:md}`own_models`.
 # Against the paper's {glue:text}`paper_seconds_per_ct` s per CT on a GPU: a GPU runs these
 # convolutions one to two orders of magnitude faster than two CPU cores, and the paper does not say
 # which GPU, which volumes or which steps its figure covers.

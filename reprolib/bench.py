@@ -996,7 +996,8 @@ def ceiling_phrase(doc: dict[str, Any]) -> str:
     side = "×".join(map(str, p["fast_unet_size"][::-1]))
     return (f"the volume's lung pseudo-label, taken to {side} px and back the way the fast path resizes the "
             f"U-Net's input and output, keeps Dice {p['resolution_ceiling']:.4f} with itself: the most any "
-            f"{side}-px mask of these lungs can agree with a full-size one")
+            f"{side}-px mask of these lungs can agree with a full-size one (how much of that a trained "
+            "paper-size U-Net keeps cannot be measured here: no such network is available offline)")
 
 
 def own_models_phrase(profile: str, work_dir: str | Path | None = None, results_dir: str | Path | None = None,

@@ -281,8 +281,11 @@ def run(profile: str, only: list[str] | None = None, start: str | None = None, f
     """Run the selected notebooks of ``profile`` in order; see the module docstring."""
     from . import provenance
 
+    from .full_data import refuse_if_incomplete
+
     t0 = time.perf_counter()
     config.check_profile(profile)
+    refuse_if_incomplete(profile)  # the paper profile without its full data: stop, never substitute
     nb_dir = Path(notebooks) if notebooks else notebooks_dir()
     all_nbs = list_notebooks(nb_dir)
     chosen = {p.name for p in select(all_nbs, only, start)}

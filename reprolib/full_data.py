@@ -1,0 +1,74 @@
+"""The full public datasets of the ``paper`` profile: what this build can read, and a refusal.
+
+The ``paper`` profile promises the papers' datasets in full. The manifests in
+``data_manifests/`` list, per dataset, the files of the small public *sample*; a run of the
+paper profile on those would publish a "paper" book built from the sample. So before the
+first notebook, :func:`missing` names every dataset of the profile that this build cannot read
+in full, with how to obtain it, and :func:`refuse_if_incomplete` stops the run with that list.
+
+A dataset counts as available in full only where its manifest's file list *is* the whole
+dataset (:data:`COMPLETE_IN_MANIFEST`) and every file verifies in the data cache. No adapter
+indexes an unpacked full archive (a Kermany zip, the COVID-CT-MD figshare collection, ...) yet,
+so every other dataset is reported as missing, with its download steps: the profile refuses
+rather than substitutes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import config, data
+from .errors import ConfigError
+
+__all__ = ["COMPLETE_IN_MANIFEST", "Missing", "missing", "refuse_if_incomplete", "needs_full_data"]
+
+#: Datasets whose manifest lists every file of the dataset (the DeCoVNet release is one file).
+COMPLETE_IN_MANIFEST = frozenset({"decovnet-release"})
+
+
+@dataclass(frozen=True)
+class Missing:
+    """One dataset a profile needs in full and this build cannot read in full."""
+
+    dataset: str
+    why: str
+    how: str  # the manifest's download steps and URL
+
+    def line(self) -> str:
+        return f"- {self.dataset}: {self.why}. To get it: {self.how}"
+
+
+def needs_full_data(profile: str) -> bool:
+    """Whether ``profile`` promises the full public datasets (``data: full: true``)."""
+    return bool((config.load_profile(profile).get("data") or {}).get("full", False))
+
+
+def missing(profile: str, data_dir: str | Path | None = None) -> list[Missing]:
+    """The datasets of ``profile`` not available in full, in the profile's order; ``[]`` for a
+    profile that does not need the full data."""
+    if not needs_full_data(profile):
+        return []
+    out = []
+    for m in data.profile_manifests(profile):
+        how = " ".join(str(v) for v in (m.paper.get("instructions"), m.paper.get("url") or m.upstream.get("url")) if v)
+        if m.dataset in COMPLETE_IN_MANIFEST:
+            bad = [e.relpath for e in m.files if not data.is_verified(data.local_path(e, data_dir), e.sha256)]
+            if bad:
+                out.append(Missing(m.dataset, f"{len(bad)} of {len(m.files)} files not in the data cache "
+                                              f"(first: {bad[0]}); `repro data fetch --profile {profile}` gets them",
+                                   how or "see its manifest"))
+            continue
+        listed = "lists only the sample's files" if m.files else "lists no files"
+        out.append(Missing(m.dataset, f"no adapter of this build reads its full archive yet, and its manifest "
+                                      f"{listed}", how or "see its manifest"))
+    return out
+
+
+def refuse_if_incomplete(profile: str, data_dir: str | Path | None = None) -> None:
+    """Raise :class:`ConfigError` listing every missing dataset (see :func:`missing`)."""
+    gaps = missing(profile, data_dir)
+    if gaps:
+        raise ConfigError(f"profile {profile}", (
+            f"the {profile} profile needs the full public datasets and {len(gaps)} of them cannot be read "
+            "in full here; nothing was run (it never falls back to the sample):\n"
+            + "\n".join(g.line() for g in gaps)))
