@@ -337,7 +337,8 @@ def predict_ct(unet, decovnet, path: str | Path, card: CTModelCard, out_dir: str
     their own. The CT then goes through the book's chain: read (:func:`reprolib.io.read_ct`), preprocess to
     1 mm slices and the 8-bit lung window, lung mask by the U-Net, DeCoVNet input, DeCoVNet,
     linearised CAM + R3dcc lesion mask (:func:`reprolib.localize.localize`). ``speed``
-    (:data:`SPEEDS`) chooses how the U-Net runs (:func:`unet_settings`).
+    (:data:`SPEEDS`) chooses how the U-Net and DeCoVNet's feature extractor run
+    (:func:`unet_settings`); the frozen graphs are built for this scan, at its slice size.
 
     Returns
     -------
@@ -373,10 +374,11 @@ def predict_ct(unet, decovnet, path: str | Path, card: CTModelCard, out_dir: str
     ct_u8 = res["ct_u8"]
     secs["preprocess"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    how = unet_settings(card.unet_size, ct_u8.shape[1:], speed, str(next(unet.parameters()).device))
+    dev = next(unet.parameters()).device
+    how = unet_settings(card.unet_size, ct_u8.shape[1:], speed, str(dev))
     size = tuple(how["size"]) if how["size"] else None
     runner = None if how["variant"] == "eager" else models.inference_runner(
-        unet, how["variant"], example=torch.zeros(1, 1, *(size or ct_u8.shape[1:])))
+        unet, how["variant"], example=torch.zeros(1, 1, *(size or ct_u8.shape[1:]), device=dev))
     lung = train.segment_volume(unet, ct_u8, batch=how["batch"], size=size, runner=runner)
     secs["unet"] = time.perf_counter() - t0
     if not lung.any():
@@ -387,7 +389,8 @@ def predict_ct(unet, decovnet, path: str | Path, card: CTModelCard, out_dir: str
         raise InputError(path, f"only {x.shape[1]} slice(s) of lung after cropping: too few for DeCoVNet")
     _, _, bbox = preprocess.crop_to_mask(ct_u8, lung)
     features = None if how["variant"] == "eager" else models.inference_runner(  # DeCoVNet's features, frozen
-        models.Features(decovnet), how["variant"], example=torch.zeros(1, 2, 16, *card.hw))
+        models.Features(decovnet), how["variant"],
+        example=torch.zeros(1, 2, 16, *card.hw, device=next(decovnet.parameters()).device))
     loc = localize.localize(decovnet, torch.from_numpy(x)[None], lung_mask_full=lung, bbox=bbox,
                             z_step=card.z_step, features=features)
     secs["decovnet_and_localisation"] = time.perf_counter() - t0
