@@ -299,6 +299,12 @@ def _cmd_data(args) -> int:
               + json.dumps(rep.datasets))
         return 0
     if args.data_command == "verify":
+        from . import full_data
+
+        if full_data.needs_full_data(args.profile):  # the full distributions, not the sample's file lists
+            lines = full_data.report(args.profile, args.data_dir)
+            print("\n".join(lines))
+            return 0 if all(line.startswith("found") for line in lines) else 1
         out = data.verify_profile(args.profile, data_dir=args.data_dir)
         print(f"ok {len(out['ok'])}, missing {len(out['missing'])}, bad {len(out['bad'])}")
         for kind in ("bad", "missing"):

@@ -6,21 +6,23 @@ paper profile on those would publish a "paper" book built from the sample. So be
 first notebook, :func:`missing` names every dataset of the profile that this build cannot read
 in full, with how to obtain it, and :func:`refuse_if_incomplete` stops the run with that list.
 
-A dataset counts as available in full only where its manifest's file list *is* the whole
-dataset (:data:`COMPLETE_IN_MANIFEST`) and every file verifies in the data cache. No adapter
-indexes an unpacked full archive (a Kermany zip, the COVID-CT-MD figshare collection, ...) yet,
-so every other dataset is reported as missing, with its download steps: the profile refuses
-rather than substitutes.
+A dataset counts as available in full where its manifest's file list *is* the whole dataset
+(:data:`COMPLETE_IN_MANIFEST`) and every file verifies in the data cache, or where its adapter
+(:mod:`reprolib.adapters`) finds the unpacked official distribution under
+``$REPRO_DATA_DIR/<its folder>`` at the counts its publisher documents. Datasets without an
+adapter yet (the CT collections) are reported as missing with their download steps: the
+profile refuses rather than substitutes.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import config, data
-from .errors import ConfigError
+from . import adapters, config, data
+from .errors import ConfigError, InputError
 
-__all__ = ["COMPLETE_IN_MANIFEST", "Missing", "missing", "refuse_if_incomplete", "needs_full_data"]
+__all__ = ["COMPLETE_IN_MANIFEST", "Missing", "missing", "refuse_if_incomplete", "needs_full_data", "inventory",
+           "report"]
 
 #: Datasets whose manifest lists every file of the dataset (the DeCoVNet release is one file).
 COMPLETE_IN_MANIFEST = frozenset({"decovnet-release"})
@@ -43,6 +45,20 @@ def needs_full_data(profile: str) -> bool:
     return bool((config.load_profile(profile).get("data") or {}).get("full", False))
 
 
+def inventory(dataset: str, data_dir: str | Path | None = None) -> "adapters.Inventory | str | None":
+    """What the adapter of ``dataset`` finds under ``$REPRO_DATA_DIR/<its folder>``: an
+    :class:`~reprolib.adapters.Inventory`, the adapter's layout message when the folder does not
+    hold the distribution, or ``None`` when ``dataset`` has no adapter."""
+    mod = adapters.adapter(dataset)
+    if mod is None:
+        return None
+    root = Path(data_dir) if data_dir else config.data_dir()
+    try:
+        return mod.index(root / mod.SUBDIR)
+    except InputError as exc:
+        return f"not found under $REPRO_DATA_DIR/{mod.SUBDIR} ({exc.problem})"
+
+
 def missing(profile: str, data_dir: str | Path | None = None) -> list[Missing]:
     """The datasets of ``profile`` not available in full, in the profile's order; ``[]`` for a
     profile that does not need the full data."""
@@ -51,6 +67,15 @@ def missing(profile: str, data_dir: str | Path | None = None) -> list[Missing]:
     out = []
     for m in data.profile_manifests(profile):
         how = " ".join(str(v) for v in (m.paper.get("instructions"), m.paper.get("url") or m.upstream.get("url")) if v)
+        inv = inventory(m.dataset, data_dir)
+        if isinstance(inv, str):
+            out.append(Missing(m.dataset, inv, how or "see its manifest"))
+            continue
+        if inv is not None:
+            if inv.status != "found":
+                out.append(Missing(m.dataset, f"{inv.summary()} under $REPRO_DATA_DIR/{adapters.adapter(m.dataset).SUBDIR}",
+                                   how or "see its manifest"))
+            continue
         if m.dataset in COMPLETE_IN_MANIFEST:
             bad = [e.relpath for e in m.files if not data.is_verified(data.local_path(e, data_dir), e.sha256)]
             if bad:
@@ -72,3 +97,20 @@ def refuse_if_incomplete(profile: str, data_dir: str | Path | None = None) -> No
             f"the {profile} profile needs the full public datasets and {len(gaps)} of them cannot be read "
             "in full here; nothing was run (it never falls back to the sample):\n"
             + "\n".join(g.line() for g in gaps)))
+
+
+def report(profile: str, data_dir: str | Path | None = None) -> list[str]:
+    """One line per dataset of ``profile`` (``repro data verify --profile paper``): ``found``
+    with the counts against the documented ones, ``partial`` or ``missing`` with the reason."""
+    gaps = {g.dataset: g for g in missing(profile, data_dir)}
+    lines = []
+    for m in data.profile_manifests(profile):
+        inv = inventory(m.dataset, data_dir)
+        if m.dataset in gaps:
+            state = "partial" if not isinstance(inv, str) and inv is not None and inv.status == "partial" else "missing"
+            lines.append(f"{state:8s}{m.dataset}: {gaps[m.dataset].why}")
+        elif inv is not None and not isinstance(inv, str):
+            lines.append(f"found   {m.dataset}: {inv.summary()}" + "".join(f"; {n}" for n in inv.notes))
+        else:
+            lines.append(f"found   {m.dataset}: all {len(m.files)} files verified")
+    return lines

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from reprolib import cli, config, data, full_data, runner
+from reprolib import adapters, cli, config, data, full_data, runner
 from reprolib.errors import ConfigError
 
 
@@ -22,9 +22,12 @@ def test_every_dataset_without_a_full_reader_is_listed_with_how_to_get_it(isolat
         assert manifests[name].paper["instructions"] in gap.how
         if name in full_data.COMPLETE_IN_MANIFEST:
             assert "not in the data cache" in gap.why and "repro data fetch --profile paper" in gap.why
+        elif adapters.adapter(name) is not None:  # an adapter that finds nothing names where it looked
+            assert gap.why.startswith(f"not found under $REPRO_DATA_DIR/{adapters.adapter(name).SUBDIR} (")
+            assert adapters.adapter(name).LAYOUT in gap.why
         else:
             assert gap.why.startswith("no adapter of this build reads its full archive yet")
-    assert "lists no files" in gaps["kermany"].why  # a paper-only manifest
+    assert "lists no files" in gaps["covid-19-ct-seg"].why  # a paper-only manifest without an adapter
     assert "lists only the sample's files" in gaps["covid-ct-md"].why
 
 
@@ -40,3 +43,11 @@ def test_a_paper_run_stops_before_the_first_notebook(isolated, monkeypatch, caps
     assert calls == [] and not runner.state_dir("paper").exists()  # no status, no executed notebook
     assert cli.main(["run", "--profile", "paper", "--quiet"]) == 2
     assert "kermany" in capsys.readouterr().err
+
+
+def test_data_verify_of_the_paper_profile_reports_each_dataset(isolated, capsys):
+    assert cli.main(["data", "verify", "--profile", "paper"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[1].rstrip(":") for line in out] == config.load_profile("paper")["data"]["datasets"]
+    assert all(line.startswith(("missing", "partial", "found")) for line in out)
+    assert str(isolated["data"]) not in "\n".join(out)

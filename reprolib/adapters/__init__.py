@@ -1,0 +1,69 @@
+"""One adapter per full public dataset: index an unpacked official distribution in the layout
+its publisher documents, as the records the pipeline uses (:class:`reprolib.cxr.CXRRecord`).
+
+Each adapter module has ``DATASET`` (the manifest name), ``SUBDIR`` (where the archive is
+unpacked under ``$REPRO_DATA_DIR``, as its manifest's ``paper`` section says), ``LAYOUT`` (the
+expected layout, quoted in errors) and ``index(root) -> Inventory``. An adapter checks the
+layout before reading anything and names the folder and what it expected when it differs.
+
+* :mod:`.kermany` — Kermany et al. 2018, Mendeley v2 ``ChestXRay2017.zip``.
+* :mod:`.cohen` — the ieee8023 COVID-19 chest X-ray collection (``metadata.csv`` + ``images/``).
+* :mod:`.radiography` — the COVID-19 Radiography Database (Kaggle), class folders.
+
+The CT datasets (COVID-CT-MD, MosMedData, CC-CCII, COVID-19-CT-Seg) have no adapter yet.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..cxr import CXRRecord
+
+__all__ = ["Inventory", "ADAPTERS", "adapter"]
+
+
+@dataclass
+class Inventory:
+    """What an adapter found under ``root``.
+
+    ``counts`` are the images found per category and ``expected`` the counts of the complete
+    distribution (``expected_source`` says where they come from); ``records`` are the usable
+    images, ``skipped`` the images found but not used (with the reason in ``notes``)."""
+
+    dataset: str
+    root: Path
+    records: list[CXRRecord]
+    counts: dict[str, int]
+    expected: dict[str, int]
+    expected_source: str
+    skipped: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """``"found"`` (every expected category at its documented count), ``"partial"`` or
+        ``"missing"`` (nothing found)."""
+        if not any(self.counts.values()):
+            return "missing"
+        complete = all(self.counts.get(k, 0) >= v for k, v in self.expected.items())
+        return "found" if complete else "partial"
+
+    def summary(self) -> str:
+        """``"found 5856 of 5856 (NORMAL/train 1349 of 1349, ...)"``."""
+        parts = ", ".join(f"{k} {self.counts.get(k, 0)} of {v}" for k, v in self.expected.items())
+        return (f"{self.status}: {sum(self.counts.values())} of {sum(self.expected.values())} images "
+                f"({parts}; counts from {self.expected_source})")
+
+
+def _registry() -> dict[str, object]:
+    from . import cohen, kermany, radiography
+
+    return {m.DATASET: m for m in (kermany, cohen, radiography)}
+
+
+ADAPTERS: tuple[str, ...] = ("kermany", "ieee8023-covid-chestxray", "covid-19-radiography-database")
+
+
+def adapter(dataset: str):
+    """The adapter module of ``dataset``, or ``None`` when there is none yet."""
+    return _registry().get(dataset)

@@ -1,0 +1,136 @@
+"""Adapters of the full public datasets, each on a miniature archive written here in the
+publisher's layout (folder and file naming), with the counts worked out by hand."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reprolib import adapters, full_data
+from reprolib.adapters import cohen, kermany, radiography
+from reprolib.errors import InputError
+
+
+def _image(path: Path, suffix_format: str = "JPEG") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.arange(64 * 64) % 251).astype(np.uint8).reshape(64, 64)).save(path, suffix_format)
+
+
+def _kermany(root: Path) -> None:
+    for rel in ("train/NORMAL/IM-0115-0001.jpeg", "train/NORMAL/NORMAL2-IM-0927-0001.jpeg",
+                "train/PNEUMONIA/person1_bacteria_1.jpeg", "train/PNEUMONIA/person1_bacteria_2.jpeg",
+                "train/PNEUMONIA/person3_virus_6.jpeg", "val/NORMAL/NORMAL2-IM-1427-0001.jpeg",
+                "test/NORMAL/IM-0001-0001.jpeg", "test/PNEUMONIA/person100_virus_184.jpeg"):
+        _image(root / "chest_xray" / rel)
+    (root / "chest_xray" / "train" / "NORMAL" / ".DS_Store").write_bytes(b"x")  # not an image
+
+
+def test_kermany_reads_labels_patients_and_counts(tmp_path, monkeypatch):
+    _kermany(tmp_path)
+    inv = kermany.index(tmp_path)
+    by_name = {r.path.name: r for r in inv.records}
+    assert len(by_name) == 8 and all(r.source == "kermany" and r.age_group == "child" for r in inv.records)
+    assert (by_name["person1_bacteria_2.jpeg"].label, by_name["person1_bacteria_2.jpeg"].sublabel,
+            by_name["person1_bacteria_2.jpeg"].group) == ("pneumonia", "bacterial", "person1")
+    assert by_name["person3_virus_6.jpeg"].sublabel == "viral"
+    assert (by_name["NORMAL2-IM-0927-0001.jpeg"].label, by_name["NORMAL2-IM-0927-0001.jpeg"].group) == (
+        "healthy", "NORMAL2-IM-0927")
+    assert by_name["IM-0115-0001.jpeg"].group == "IM-0115"
+    # val counts with train, as the Kaggle copy moved those images out of Mendeley's train split
+    assert inv.counts == {"train/NORMAL": 3, "train/PNEUMONIA": 3, "test/NORMAL": 1, "test/PNEUMONIA": 1}
+    assert inv.status == "partial" and inv.summary().startswith("partial: 8 of 5856 images (train/NORMAL 3 of 1349")
+    monkeypatch.setattr(kermany, "EXPECTED", dict(inv.counts))
+    assert kermany.index(tmp_path).status == "found"
+
+
+def test_adapters_refuse_another_layout_naming_the_folder(tmp_path):
+    _image(tmp_path / "NORMAL" / "IM-0115-0001.jpeg")  # class folders without chest_xray/<split>/
+    for mod in (kermany, cohen, radiography):
+        with pytest.raises(InputError, match="layout: expected") as err:
+            mod.index(tmp_path)
+        assert str(tmp_path) in str(err.value)
+
+
+COHEN_COLUMNS = ["patientid", "offset", "sex", "age", "finding", "RT_PCR_positive", "survival", "intubated",
+                 "view", "modality", "date", "location", "folder", "filename", "doi", "url", "license",
+                 "clinical_notes", "other_notes"]
+
+
+def _cohen(root: Path, rows: list[dict]) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "metadata.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=COHEN_COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: r.get(c, "") for c in COHEN_COLUMNS})
+            if r.get("write", True) and r["folder"] == "images":
+                _image(root / "images" / r["filename"])
+
+
+def _cohen_rows() -> list[dict]:
+    x = {"modality": "X-ray", "folder": "images", "view": "PA"}
+    return [
+        {**x, "patientid": 2, "age": 65, "finding": "Pneumonia/Viral/COVID-19", "filename": "a.jpg", "location": "Italy"},
+        {**x, "patientid": 2, "age": 65, "finding": "Pneumonia/Viral/COVID-19", "filename": "b.jpg"},
+        {**x, "patientid": 7, "age": 40, "finding": "No Finding", "filename": "c.png"},
+        {**x, "patientid": 8, "age": 9, "finding": "Pneumonia/Bacterial/Streptococcus", "filename": "d.jpeg"},
+        {**x, "patientid": 9, "age": "", "finding": "Pneumonia/Viral/Influenza", "filename": "e.jpg"},
+        {**x, "patientid": 10, "age": 50, "finding": "Tuberculosis", "filename": "f.jpg"},
+        {**x, "patientid": 11, "age": 50, "finding": "Pneumonia/Viral/COVID-19", "filename": "gone.jpg", "write": False},
+        {"modality": "CT", "folder": "volumes", "patientid": 12, "finding": "Pneumonia/Viral/COVID-19",
+         "filename": "ct.nii.gz"},
+    ]
+
+
+def test_cohen_reads_metadata_and_counts_against_its_own_rows(tmp_path):
+    _cohen(tmp_path, _cohen_rows())
+    inv = cohen.index(tmp_path)
+    got = {r.path.name: (r.label, r.sublabel, r.group, r.age_group) for r in inv.records}
+    assert got == {"a.jpg": ("covid19", None, "2", "adult"), "b.jpg": ("covid19", None, "2", "adult"),
+                   "c.png": ("healthy", None, "7", "adult"), "d.jpeg": ("pneumonia", "bacterial", "8", "child"),
+                   "e.jpg": ("pneumonia", "viral", "9", "-")}
+    # 7 X-ray rows of images/ (the CT volume is not one); 6 files present, one of them tuberculosis
+    assert inv.counts == {"X-ray images": 6} and inv.expected == {"X-ray images": 7} and inv.skipped == 1
+    assert inv.status == "partial"
+
+
+def _radiography(root: Path) -> None:
+    base = root / "COVID-19_Radiography_Dataset"
+    for klass, n in (("COVID", 2), ("Normal", 3), ("Lung_Opacity", 1), ("Viral Pneumonia", 1)):
+        for i in range(1, n + 1):
+            _image(base / klass / "images" / f"{klass}-{i}.png", "PNG")
+        (base / klass / "masks").mkdir()
+    (base / "COVID.metadata.xlsx").write_bytes(b"")
+
+
+def test_radiography_maps_three_classes_and_skips_lung_opacity(tmp_path, monkeypatch):
+    _radiography(tmp_path)
+    inv = radiography.index(tmp_path)
+    labels = sorted((r.label, r.sublabel, r.group) for r in inv.records)
+    assert labels == [("covid19", None, "COVID-1"), ("covid19", None, "COVID-2"), ("healthy", None, "Normal-1"),
+                      ("healthy", None, "Normal-2"), ("healthy", None, "Normal-3"),
+                      ("pneumonia", "viral", "Viral Pneumonia-1")]
+    assert inv.counts == {"COVID": 2, "Normal": 3, "Lung_Opacity": 1, "Viral Pneumonia": 1} and inv.skipped == 1
+    assert any("no patient identifiers" in n for n in inv.notes)
+    monkeypatch.setattr(radiography, "EXPECTED", dict(inv.counts))
+    assert radiography.index(tmp_path).status == "found"
+
+
+def test_full_data_counts_a_complete_archive_as_found(tmp_path, monkeypatch):
+    _kermany(tmp_path / kermany.SUBDIR)
+    monkeypatch.setattr(kermany, "EXPECTED", {"train/NORMAL": 3, "train/PNEUMONIA": 3, "test/NORMAL": 1,
+                                              "test/PNEUMONIA": 1})
+    _cohen(tmp_path / cohen.SUBDIR, _cohen_rows())
+    lines = full_data.report("paper", tmp_path)
+    by_ds = {line.split()[1].rstrip(":"): line for line in lines}
+    assert by_ds["kermany"].startswith("found   kermany: found: 8 of 8 images")
+    assert by_ds["ieee8023-covid-chestxray"].startswith("partial ieee8023-covid-chestxray: partial: 6 of 7")
+    assert by_ds["covid-19-radiography-database"].startswith("missing covid-19-radiography-database: not found under "
+                                                            "$REPRO_DATA_DIR/kaggle/covid19-radiography-database")
+    assert by_ds["covid-ct-md"].startswith("missing covid-ct-md: no adapter")
+    assert "kermany" not in {g.dataset for g in full_data.missing("paper", tmp_path)}
+    assert str(tmp_path) not in "\n".join(lines)  # locations as $REPRO_DATA_DIR/..., never this machine's path
+    assert set(adapters.ADAPTERS) == {"kermany", "ieee8023-covid-chestxray", "covid-19-radiography-database"}
