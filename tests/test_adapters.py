@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from reprolib import adapters, full_data
-from reprolib.adapters import cohen, kermany, radiography
+from reprolib.adapters import cohen, covid_ct_md, kermany, radiography
 from reprolib.errors import InputError
 
 
@@ -41,14 +41,14 @@ def test_kermany_reads_labels_patients_and_counts(tmp_path, monkeypatch):
     assert by_name["IM-0115-0001.jpeg"].group == "IM-0115"
     # val counts with train, as the Kaggle copy moved those images out of Mendeley's train split
     assert inv.counts == {"train/NORMAL": 3, "train/PNEUMONIA": 3, "test/NORMAL": 1, "test/PNEUMONIA": 1}
-    assert inv.status == "partial" and inv.summary().startswith("partial: 8 of 5856 images (train/NORMAL 3 of 1349")
+    assert inv.status == "partial" and inv.summary().startswith("partial: 8 of 5856 items (train/NORMAL 3 of 1349")
     monkeypatch.setattr(kermany, "EXPECTED", dict(inv.counts))
     assert kermany.index(tmp_path).status == "found"
 
 
 def test_adapters_refuse_another_layout_naming_the_folder(tmp_path):
     _image(tmp_path / "NORMAL" / "IM-0115-0001.jpeg")  # class folders without chest_xray/<split>/
-    for mod in (kermany, cohen, radiography):
+    for mod in (kermany, cohen, radiography, covid_ct_md):
         with pytest.raises(InputError, match="layout: expected") as err:
             mod.index(tmp_path)
         assert str(tmp_path) in str(err.value)
@@ -126,11 +126,33 @@ def test_full_data_counts_a_complete_archive_as_found(tmp_path, monkeypatch):
     _cohen(tmp_path / cohen.SUBDIR, _cohen_rows())
     lines = full_data.report("paper", tmp_path)
     by_ds = {line.split()[1].rstrip(":"): line for line in lines}
-    assert by_ds["kermany"].startswith("found   kermany: found: 8 of 8 images")
+    assert by_ds["kermany"].startswith("found   kermany: found: 8 of 8 items")
     assert by_ds["ieee8023-covid-chestxray"].startswith("partial ieee8023-covid-chestxray: partial: 6 of 7")
     assert by_ds["covid-19-radiography-database"].startswith("missing covid-19-radiography-database: not found under "
                                                             "$REPRO_DATA_DIR/kaggle/covid19-radiography-database")
-    assert by_ds["covid-ct-md"].startswith("missing covid-ct-md: no adapter")
+    assert by_ds["mosmeddata"].startswith("missing mosmeddata: no adapter")
     assert "kermany" not in {g.dataset for g in full_data.missing("paper", tmp_path)}
     assert str(tmp_path) not in "\n".join(lines)  # locations as $REPRO_DATA_DIR/..., never this machine's path
-    assert set(adapters.ADAPTERS) == {"kermany", "ieee8023-covid-chestxray", "covid-19-radiography-database"}
+    assert set(adapters.ADAPTERS) == {"covid-ct-md", "kermany", "ieee8023-covid-chestxray",
+                                "covid-19-radiography-database"}
+
+
+def test_covid_ct_md_one_case_per_subject_folder(tmp_path, monkeypatch):
+    for klass, subject, n in (("COVID-19 subjects", "P001", 3), ("COVID-19 subjects", "P002", 2),
+                              ("Cap subjects", "cap002", 2), ("Normal subjects", "normal001", 1),
+                              ("Normal subjects", "normal002", 0)):
+        d = tmp_path / klass / subject
+        d.mkdir(parents=True)
+        for i in range(n):
+            (d / f"98C14734-ASSH_{100 + i}.dcm").write_bytes(b"\0" * 132 + b"DICM")  # indexed, not read
+    inv = covid_ct_md.index(tmp_path)
+    rows = {r["group"]: (r["label"], r["target"], r["kind"], r["n_files"]) for r in inv.records}
+    assert rows == {"P001": ("covid19", 1, "dicom", 3), "P002": ("covid19", 1, "dicom", 2),
+                    "cap002": ("cap", 0, "dicom", 2), "normal001": ("normal", 0, "dicom", 1)}
+    assert inv.counts == {"COVID-19 subjects": 2, "Cap subjects": 1, "Normal subjects": 1}
+    assert inv.notes == ["1 subject folders without DICOM files (first: Normal subjects/normal002)"]
+    assert inv.status == "partial"
+    monkeypatch.setattr(covid_ct_md, "EXPECTED", dict(inv.counts))
+    assert covid_ct_md.index(tmp_path).status == "found"
+    with pytest.raises(InputError, match="COVID-CT-MD layout"):
+        covid_ct_md.index(tmp_path / "COVID-19 subjects")

@@ -9,15 +9,17 @@ layout before reading anything and names the folder and what it expected when it
 * :mod:`.kermany` — Kermany et al. 2018, Mendeley v2 ``ChestXRay2017.zip``.
 * :mod:`.cohen` — the ieee8023 COVID-19 chest X-ray collection (``metadata.csv`` + ``images/``).
 * :mod:`.radiography` — the COVID-19 Radiography Database (Kaggle), class folders.
+* :mod:`.covid_ct_md` — COVID-CT-MD (figshare), one DICOM series per subject folder.
 
-The CT datasets (COVID-CT-MD, MosMedData, CC-CCII, COVID-19-CT-Seg) have no adapter yet.
+MosMedData, CC-CCII and COVID-19-CT-Seg have no adapter yet: their class counts and archive
+layouts could not be confirmed from the publishers' documentation offline.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..cxr import CXRRecord
+from typing import Any
 
 __all__ = ["Inventory", "ADAPTERS", "adapter"]
 
@@ -28,11 +30,13 @@ class Inventory:
 
     ``counts`` are the images found per category and ``expected`` the counts of the complete
     distribution (``expected_source`` says where they come from); ``records`` are the usable
-    images, ``skipped`` the images found but not used (with the reason in ``notes``)."""
+    items (:class:`reprolib.cxr.CXRRecord` for chest X-rays, rows as
+    :func:`reprolib.data.ct_cases` gives them for CT series), ``skipped`` the items found but
+    not used (with the reason in ``notes``)."""
 
     dataset: str
     root: Path
-    records: list[CXRRecord]
+    records: list[Any]
     counts: dict[str, int]
     expected: dict[str, int]
     expected_source: str
@@ -49,19 +53,19 @@ class Inventory:
         return "found" if complete else "partial"
 
     def summary(self) -> str:
-        """``"found 5856 of 5856 (NORMAL/train 1349 of 1349, ...)"``."""
+        """``"found: 5856 of 5856 items (train/NORMAL 1349 of 1349, ...)"``."""
         parts = ", ".join(f"{k} {self.counts.get(k, 0)} of {v}" for k, v in self.expected.items())
-        return (f"{self.status}: {sum(self.counts.values())} of {sum(self.expected.values())} images "
+        return (f"{self.status}: {sum(self.counts.values())} of {sum(self.expected.values())} items "
                 f"({parts}; counts from {self.expected_source})")
 
 
 def _registry() -> dict[str, object]:
-    from . import cohen, kermany, radiography
+    from . import cohen, covid_ct_md, kermany, radiography
 
-    return {m.DATASET: m for m in (kermany, cohen, radiography)}
+    return {m.DATASET: m for m in (covid_ct_md, kermany, cohen, radiography)}
 
 
-ADAPTERS: tuple[str, ...] = ("kermany", "ieee8023-covid-chestxray", "covid-19-radiography-database")
+ADAPTERS: tuple[str, ...] = ("covid-ct-md", "kermany", "ieee8023-covid-chestxray", "covid-19-radiography-database")
 
 
 def adapter(dataset: str):
