@@ -709,7 +709,7 @@ def add_arguments(ap) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--variants", nargs="+", default=["jit", "channels_last"],
                     help="fast DeCoVNet variants besides eager (jit, channels_last, bf16, compile)")
-    ap.add_argument("--pipeline-slices", type=int, default=64, help="1 mm slices of the pipeline volume")
+    ap.add_argument("--pipeline-slices", type=int, default=300, help="slices of the predict-ct volume (1 mm)")
     ap.add_argument("--only", nargs="+", choices=sorted(JOBS), help="run only these jobs")
     ap.add_argument("--no-book", action="store_true", help="leave out the book rebuild")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default: $REPRO_BENCH_JSON or "
