@@ -288,10 +288,7 @@ def job_pipeline(volume_npy: str, spacing_mm: Sequence[float], threads: int = 2,
     masks: dict[str, Any] = {}
     vol = io.CTVolume(hu=np.load(volume_npy), spacing_mm=tuple(map(float, spacing_mm)))
     label = preprocess.preprocess_ct(vol, qc_lung_volume_ml=(0.0, 1e9), workers=2)["lung_mask"]
-
-    def dice(a, b) -> float:
-        denom = int(a.sum()) + int(b.sum())
-        return 2.0 * int(np.count_nonzero(a & b)) / denom if denom else 1.0
+    dice = cohort.dice
 
     with tempfile.TemporaryDirectory() as tmp:
         nii = io.write_nifti(vol, None, Path(tmp) / "ct.nii.gz")
@@ -986,17 +983,34 @@ def pipeline_table(doc: dict[str, Any]):
         "% of peak": "{:.0f}", "|Δp| vs reference": "{:.1e}", "mask Dice ceiling": "{:.4f}"})
 
 
-def ceiling_phrase(doc: dict[str, Any]) -> str:
-    """What the fast path's resizing can cost a lung mask (Markdown), from the pipeline summary's
-    :func:`resolution_ceiling`, or why there is nothing to bound."""
+def build_ceilings(work_dir: str | Path, side: int = 256) -> list[float]:
+    """:func:`resolution_ceiling` at ``side``² of the lung pseudo-label of every volume this build
+    preprocessed (notebook 02's verified cache, ``work_dir/preprocessed/*.npz``) whose slices are
+    larger than that; ``[]`` when there is none (phantoms are smaller)."""
+    from . import cohort
+
+    out = []
+    for npz in sorted((Path(work_dir) / "preprocessed").glob("*.npz")):
+        mask = cohort.load_preprocessed(npz).get("lung_mask")
+        if mask is not None and mask.any() and max(mask.shape[1:]) > side:
+            out.append(resolution_ceiling(mask, (side, side)))
+    return out
+
+
+def ceiling_phrase(doc: dict[str, Any], build: Sequence[float] = ()) -> str:
+    """What the fast path's resizing can cost a lung mask (Markdown): the pipeline summary's
+    :func:`resolution_ceiling` of the synthetic chest and, from ``build`` (:func:`build_ceilings`),
+    the range over this build's real volumes; or why there is nothing to bound."""
     p = doc.get("summary", {}).get("pipeline") or {}
     if p.get("resolution_ceiling") is None:
         return ("at this benchmark's slice size the fast path does not resize the slices, so it "
                 "cannot cost a mask anything")
     side = "×".join(map(str, p["fast_unet_size"][::-1]))
-    return (f"the volume's lung pseudo-label, taken to {side} px and back the way the fast path resizes the "
-            f"U-Net's input and output, keeps Dice {p['resolution_ceiling']:.4f} with itself: the most any "
-            f"{side}-px mask of these lungs can agree with a full-size one (how much of that a trained "
+    real = (f"; for the lung pseudo-labels of this build's {len(build)} real CT volumes it is "
+            f"{min(build):.4f} to {max(build):.4f}" if build else "; this build has no real CT volume to measure it on")
+    return (f"the synthetic chest's lung pseudo-label, taken to {side} px and back the way the fast path resizes "
+            f"the U-Net's input and output, keeps Dice {p['resolution_ceiling']:.4f} with itself, the most any "
+            f"{side}-px mask of these lungs can agree with a full-size one{real} (how much of that a trained "
             "paper-size U-Net keeps cannot be measured here: no such network is available offline)")
 
 

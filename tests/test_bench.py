@@ -165,3 +165,18 @@ def test_resolution_ceiling_bounds_what_a_smaller_mask_can_agree_with():
     fine = (yy + xx) % 2 == 0  # a one-pixel checkerboard cannot survive halving
     assert bench.resolution_ceiling(fine[None], (64, 64)) < 0.7
     assert bench.resolution_ceiling(disc, (128, 128)) == 1.0
+
+
+def test_build_ceilings_read_the_verified_preprocessing_cache(tmp_path):
+    import numpy as np
+
+    from reprolib import preprocess
+    from reprolib.io import CTVolume
+    from reprolib.memtrace import synthetic_chest
+
+    assert bench.build_ceilings(tmp_path) == []  # no cache folder: nothing to measure
+    vol = CTVolume(hu=synthetic_chest(8, 288), spacing_mm=(2.0, 0.7, 0.7))
+    res, _ = preprocess.cached_preprocess(vol, tmp_path / "preprocessed", {"qc_lung_volume_ml": (0.0, 1e9)})
+    (got,) = bench.build_ceilings(tmp_path)
+    assert got == bench.resolution_ceiling(res["lung_mask"], (256, 256)) and 0.9 < got < 1.0
+    assert bench.build_ceilings(tmp_path, side=288) == []  # slices not larger than the cap: not resized

@@ -223,8 +223,10 @@ def test_pipeline_summary_frame_and_table(doc):
                                        "|Δp| vs reference": "1.0e-02", "mask Dice ceiling": "0.9950"}
     assert t.loc["reference", "mask Dice ceiling"] == "–"  # full size: nothing to bound
     assert list(t.index) == ["reference", "fast"]  # the baseline first, whatever the file's key order
-    assert bench.ceiling_phrase(doc).startswith("the volume's lung pseudo-label, taken to 200×256 px and back")
+    assert bench.ceiling_phrase(doc).startswith("the synthetic chest's lung pseudo-label, taken to 200×256 px and back")
     assert "keeps Dice 0.9950 with itself" in bench.ceiling_phrase(doc)
+    assert "this build has no real CT volume" in bench.ceiling_phrase(doc)
+    assert "this build's 2 real CT volumes it is 0.9900 to 0.9990 (" in bench.ceiling_phrase(doc, [0.999, 0.99])
     doc["summary"]["pipeline"]["resolution_ceiling"] = None
     assert "does not resize the slices" in bench.ceiling_phrase(doc)
 
