@@ -202,7 +202,7 @@ nb.glue_text("pipe_ratio_met", "met" if pl.get("met") else "not met", timing=Tru
 nb.glue_text("pipe_abs_dp", bench.or_nan(pl.get("abs_dp")), "{:.1e}", timing=True)
 nb.glue_timing("pipe_peak_gflops", pl["peak_gflops"], 0)
 nb.glue_timing("pipe_unet_share", 100 * pl["unet_share"], 0)
-nb.glue_timing("pipe_unet_peak_pct", 100 * bench.pipeline_frame(doc)["U-Net GFLOP/s"].iloc[0] / pl["peak_gflops"], 0)
+nb.glue_timing("pipe_unet_peak_pct", bench.pipeline_frame(doc)["% of peak"].iloc[0], 0)
 nb.glue_markdown("pipe_ceiling", bench.ceiling_phrase(doc, bench.build_ceilings(work_dir or config.work_dir(profile))),
                  timing=True)
 nb.glue_timing("pipe_ref_lung_pct", 100 * pl["reference_lung_fraction"], 0)

@@ -287,6 +287,7 @@ def job_pipeline(volume_npy: str, spacing_mm: Sequence[float], threads: int = 2,
     runs: dict[str, Any] = {}
     masks: dict[str, Any] = {}
     vol = io.CTVolume(hu=np.load(volume_npy), spacing_mm=tuple(map(float, spacing_mm)))
+    shape = list(vol.hu.shape)
     label = preprocess.preprocess_ct(vol, qc_lung_volume_ml=(0.0, 1e9), workers=2)["lung_mask"]
     dice = cohort.dice
 
@@ -313,7 +314,7 @@ def job_pipeline(volume_npy: str, spacing_mm: Sequence[float], threads: int = 2,
         size = runs[speed]["unet"]["size"]
         runs[speed]["resolution_ceiling"] = (resolution_ceiling(label, size)
                                              if size and label.shape == tuple(shape_1mm) else None)
-    return {"shape": list(np.load(volume_npy, mmap_mode="r").shape),
+    return {"shape": shape,
             "spacing_mm": list(map(float, spacing_mm)), "slices_1mm": int(shape_1mm[0]), "shape_1mm": list(shape_1mm),
             "speeds": runs, "baseline": speeds[0], "peak_gflops": matmul_peak_gflops(threads, device),
             "label_fraction": float(label.mean()), "weights": "untrained (seed 0)",
@@ -438,23 +439,6 @@ def run_job(name: str, isolate: bool = True, **kwargs: Any) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- plan / run
-def bf16_native(device: str = "cpu") -> tuple[bool, str]:
-    """Whether bf16 arithmetic runs natively (a CUDA GPU that supports it, or a CPU with the
-    AVX-512 BF16 or AMX-BF16 instructions) and why; elsewhere autocast emulates it, slowly."""
-    import torch
-
-    if str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
-        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return ok, "CUDA GPU with bf16" if ok else "GPU without bf16"
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        flags = set()
-    found = sorted(flags & {"avx512_bf16", "amx_bf16"})
-    return (bool(found), f"CPU flags {', '.join(found)}" if found else
-            "this CPU has neither AVX-512 BF16 nor AMX-BF16: bf16 autocast would be emulated, far slower than fp32")
-
-
 def plan(quick: bool = False, threads: int = 2, device: str = "cpu",
          depths: Sequence[int] = (100, 300), variants: Sequence[str] = ("jit", "channels_last"),
          repeats: int = 3, pipeline_slices: int = 300, book: bool = True) -> list[tuple[str, dict[str, Any]]]:
@@ -467,6 +451,8 @@ def plan(quick: bool = False, threads: int = 2, device: str = "cpu",
                 ("preprocess", dict(slices=24, size=64, spacing_mm=(2.5, 1.0, 1.0), workers=2, engine="fast")),
                 ("pipeline", dict(slices=12, size=64, spacing_mm=(2.5, 1.0, 1.0), threads=threads, hw=(32, 48),
                                   device=device))]
+    from .models import bf16_native
+
     jobs: list[tuple[str, dict[str, Any]]] = []
     native, _ = bf16_native(device)
     for i, T in enumerate(sorted(depths)):
@@ -498,6 +484,7 @@ def run(jobs: list[tuple[str, dict[str, Any]]] | None = None, out: str | Path | 
 
     ``isolate`` (default: not ``quick``) runs each job in a fresh process."""
     from .files import atomic_write_text
+    from .models import bf16_native
     from .provenance import git_state, hardware, package_versions
 
     jobs = plan(**plan_kwargs) if jobs is None else jobs
@@ -589,9 +576,8 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
                            "target_seconds": TARGET_PREPROCESS_S, "target_peak_rss_MB": TARGET_PREPROCESS_RSS_MB,
                            "met_seconds": r["seconds"] <= TARGET_PREPROCESS_S,
                            "met_rss": r["peak_rss_MB"] <= TARGET_PREPROCESS_RSS_MB}
-    pipe = [r for r in rows if r["job"] == "pipeline" and "speeds" in r]
-    if pipe:
-        r = pipe[-1]
+    r = _pipeline_row(doc)
+    if r is not None:
         ref, fast = r["speeds"][r["baseline"]], r["speeds"].get("fast")
         s["pipeline"] = {"slices_1mm": r["slices_1mm"], "reference_seconds": ref["seconds"]["total"],
                          "unet_share": ref["seconds"]["unet"] / ref["seconds"]["total"],
@@ -773,11 +759,10 @@ def gpu_name(doc: dict[str, Any]) -> str | None:
 def gpu_seconds_pipeline(doc: dict[str, Any]) -> float | None:
     """Seconds of the whole CT pipeline per volume measured on a GPU by a full benchmark, else
     ``None`` (no pipeline row, a CPU run, or a quick run: its tiny volume says nothing)."""
-    pipe = [r for r in _rows(doc, "pipeline") if "speeds" in r]
-    if doc.get("quick") or not pipe or not on_gpu(doc, "pipeline"):
+    r = _pipeline_row(doc)
+    if doc.get("quick") or r is None or not on_gpu(doc, "pipeline"):
         return None
-    runs = pipe[-1]["speeds"]
-    return float(runs.get("fast", runs[pipe[-1]["baseline"]])["seconds"]["total"])
+    return float(r["speeds"].get("fast", r["speeds"][r["baseline"]])["seconds"]["total"])
 
 
 def device_label(doc: dict[str, Any], job: str) -> str:
@@ -835,7 +820,7 @@ def headline_pipeline(doc: dict[str, Any], source: str) -> str:
     p = doc.get("summary", {}).get("pipeline")
     if source == "quick" or not p:
         return NOT_MEASURED
-    fast = (f", {p['fast_seconds']:.1f} s fast (U-Net at {'×'.join(map(str, p['fast_unet_size'][::-1]))})"
+    fast = (f", {p['fast_seconds']:.1f} s fast (U-Net at {_wxh(p['fast_unet_size'])})"
             if "fast_seconds" in p and p["fast_unet_size"] else
             (f", {p['fast_seconds']:.1f} s fast" if "fast_seconds" in p else ""))
     return (f"{p['reference_seconds']:.1f} s reference{fast} for {p['slices_1mm']} slices of "
@@ -938,13 +923,24 @@ def pipeline_stages(doc: dict[str, Any]):
     baseline first), the stages of :data:`PIPELINE_STAGES` as columns, in pipeline order."""
     import pandas as pd
 
-    pipe = [r for r in _rows(doc, "pipeline") if "speeds" in r]
-    if not pipe:
+    r = _pipeline_row(doc)
+    if r is None:
         return pd.DataFrame(columns=list(PIPELINE_STAGES), dtype=float)
-    runs = pipe[-1]["speeds"]
-    order = _speed_order(pipe[-1])
+    runs = r["speeds"]
+    order = _speed_order(r)
     return pd.DataFrame([[float(runs[sp]["seconds"][k]) for k in PIPELINE_STAGES] for sp in order],
                         index=pd.Index(order, name="speed"), columns=list(PIPELINE_STAGES))
+
+
+def _pipeline_row(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The last ``pipeline`` row of ``doc``, or ``None``."""
+    rows = _rows(doc, "pipeline")
+    return rows[-1] if rows else None
+
+
+def _wxh(hw: Sequence[int]) -> str:
+    """An (h, w) size as the page writes it, width × height: ``"336×224"``."""
+    return "×".join(map(str, list(hw)[::-1]))
 
 
 def _speed_order(row: dict[str, Any]) -> list[str]:
@@ -958,18 +954,17 @@ def pipeline_frame(doc: dict[str, Any]):
     the baseline run and the :func:`resolution_ceiling` of a speed that resizes the slices."""
     import pandas as pd
 
-    pipe = [r for r in _rows(doc, "pipeline") if "speeds" in r]
+    r = _pipeline_row(doc)
     cols = ["seconds", "× reference", "U-Net input", "U-Net (s)", "U-Net GFLOP/s", "% of peak", "bf16",
             "|Δp| vs reference", "mask Dice ceiling"]
-    if not pipe:
+    if r is None:
         return pd.DataFrame(columns=cols)
-    r = pipe[-1]
     base = r["speeds"][r["baseline"]]["seconds"]["total"]
     rows = []
     for sp in _speed_order(r):
         run_ = r["speeds"][sp]
         side = run_["unet"]["size"] or list(r["shape_1mm"][1:])
-        rows.append([run_["seconds"]["total"], run_["seconds"]["total"] / base, "×".join(map(str, side[::-1])),
+        rows.append([run_["seconds"]["total"], run_["seconds"]["total"] / base, _wxh(side),
                      run_["seconds"]["unet"], run_["unet_gflops"], 100 * run_["unet_gflops"] / r["peak_gflops"],
                      "yes" if run_["unet"]["bf16"] else "no", run_["abs_dp_vs_" + r["baseline"]],
                      run_.get("resolution_ceiling")])
@@ -1005,7 +1000,7 @@ def ceiling_phrase(doc: dict[str, Any], build: Sequence[float] = ()) -> str:
     if p.get("resolution_ceiling") is None:
         return ("at this benchmark's slice size the fast path does not resize the slices, so it "
                 "cannot cost a mask anything")
-    side = "×".join(map(str, p["fast_unet_size"][::-1]))
+    side = _wxh(p["fast_unet_size"])
     real = (f"; for the lung pseudo-labels of this build's {len(build)} real CT volumes it is "
             f"{min(build):.4f} to {max(build):.4f}" if build else "; this build has no real CT volume to measure it on")
     return (f"the synthetic chest's lung pseudo-label, taken to {side} px and back the way the fast path resizes "
@@ -1027,12 +1022,12 @@ def own_models_phrase(profile: str, work_dir: str | Path | None = None, results_
         return "this build has no trained CT models to compare"
     exact = predict.unet_settings(card.unet_size, slice_hw, "exact")
     fast = predict.unet_settings(card.unet_size, slice_hw, "fast")
-    side = "×".join(map(str, (exact["size"] or list(slice_hw))[::-1]))
+    side = _wxh(exact["size"] or slice_hw)
     if fast["size"] == exact["size"] and not fast["bf16"]:
         return (f"the U-Net of this build works at {side} px, within the fast path's cap of "
                 f"{predict.FAST_UNET_SIDE} px, and this machine has no native bf16: for the book's own models "
                 "`--speed fast` computes the same mask as `--speed exact`")
-    fside = "×".join(map(str, (fast["size"] or list(slice_hw))[::-1]))
+    fside = _wxh(fast["size"] or slice_hw)
     return (f"for the book's own models `--speed fast` runs the U-Net at {fside} px instead of {side}"
             f"{' in bf16' if fast['bf16'] else ''}: compare its masks with `--speed exact` before relying on them")
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from . import config
 from .errors import InputError, ReproError
+from .predict import SPEEDS
 
 
 def _profile_arg(p: argparse.ArgumentParser) -> None:
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ct: a text file naming one scan per line (relative to the file's folder)")
     p.add_argument("--spacing", type=_spacing_arg, default=None, metavar="Z,Y,X",
                    help="ct: voxel spacing in mm for PNG stacks, whose files carry none (e.g. 1.0,0.7,0.7)")
-    p.add_argument("--speed", choices=("reference", "exact", "fast"), default="exact",
+    p.add_argument("--speed", choices=tuple(SPEEDS), default="exact",
                    help="ct: how the lung U-Net runs: reference (eager fp32), exact (frozen graph, same "
                         "mask; default), fast (at most 256 px, bf16 where native: a slightly different mask, "
                         "several times faster; its Dice is in the Performance chapter)")

@@ -59,6 +59,32 @@ def inventory(dataset: str, data_dir: str | Path | None = None) -> "adapters.Inv
         return f"not found under $REPRO_DATA_DIR/{mod.SUBDIR} ({exc.problem})"
 
 
+def _check(m: "data.Manifest", profile: str, data_dir: str | Path | None) -> tuple[str, str]:
+    """``(state, text)`` of one dataset: ``found`` / ``partial`` / ``missing`` and what was found
+    or why not. Each dataset's archive is indexed once per call."""
+    inv = inventory(m.dataset, data_dir)
+    if isinstance(inv, str):
+        return "missing", inv
+    if inv is not None:
+        if inv.status == "found":
+            return "found", inv.summary() + "".join(f"; {n}" for n in inv.notes)
+        return inv.status, f"{inv.summary()} under $REPRO_DATA_DIR/{adapters.adapter(m.dataset).SUBDIR}"
+    if m.dataset in COMPLETE_IN_MANIFEST:
+        bad = [e.relpath for e in m.files if not data.is_verified(data.local_path(e, data_dir), e.sha256)]
+        if not bad:
+            return "found", f"all {len(m.files)} files verified"
+        return "missing", (f"{len(bad)} of {len(m.files)} files not in the data cache (first: {bad[0]}); "
+                           f"`repro data fetch --profile {profile}` gets them")
+    listed = "lists only the sample's files" if m.files else "lists no files"
+    return "missing", f"no adapter of this build reads its full archive yet, and its manifest {listed}"
+
+
+def _how(m: "data.Manifest") -> str:
+    """The manifest's download steps and URL."""
+    how = " ".join(str(v) for v in (m.paper.get("instructions"), m.paper.get("url") or m.upstream.get("url")) if v)
+    return how or "see its manifest"
+
+
 def missing(profile: str, data_dir: str | Path | None = None) -> list[Missing]:
     """The datasets of ``profile`` not available in full, in the profile's order; ``[]`` for a
     profile that does not need the full data."""
@@ -66,26 +92,9 @@ def missing(profile: str, data_dir: str | Path | None = None) -> list[Missing]:
         return []
     out = []
     for m in data.profile_manifests(profile):
-        how = " ".join(str(v) for v in (m.paper.get("instructions"), m.paper.get("url") or m.upstream.get("url")) if v)
-        inv = inventory(m.dataset, data_dir)
-        if isinstance(inv, str):
-            out.append(Missing(m.dataset, inv, how or "see its manifest"))
-            continue
-        if inv is not None:
-            if inv.status != "found":
-                out.append(Missing(m.dataset, f"{inv.summary()} under $REPRO_DATA_DIR/{adapters.adapter(m.dataset).SUBDIR}",
-                                   how or "see its manifest"))
-            continue
-        if m.dataset in COMPLETE_IN_MANIFEST:
-            bad = [e.relpath for e in m.files if not data.is_verified(data.local_path(e, data_dir), e.sha256)]
-            if bad:
-                out.append(Missing(m.dataset, f"{len(bad)} of {len(m.files)} files not in the data cache "
-                                              f"(first: {bad[0]}); `repro data fetch --profile {profile}` gets them",
-                                   how or "see its manifest"))
-            continue
-        listed = "lists only the sample's files" if m.files else "lists no files"
-        out.append(Missing(m.dataset, f"no adapter of this build reads its full archive yet, and its manifest "
-                                      f"{listed}", how or "see its manifest"))
+        state, text = _check(m, profile, data_dir)
+        if state != "found":
+            out.append(Missing(m.dataset, text, _how(m)))
     return out
 
 
@@ -102,15 +111,8 @@ def refuse_if_incomplete(profile: str, data_dir: str | Path | None = None) -> No
 def report(profile: str, data_dir: str | Path | None = None) -> list[str]:
     """One line per dataset of ``profile`` (``repro data verify --profile paper``): ``found``
     with the counts against the documented ones, ``partial`` or ``missing`` with the reason."""
-    gaps = {g.dataset: g for g in missing(profile, data_dir)}
     lines = []
     for m in data.profile_manifests(profile):
-        inv = inventory(m.dataset, data_dir)
-        if m.dataset in gaps:
-            state = "partial" if not isinstance(inv, str) and inv is not None and inv.status == "partial" else "missing"
-            lines.append(f"{state:8s}{m.dataset}: {gaps[m.dataset].why}")
-        elif inv is not None and not isinstance(inv, str):
-            lines.append(f"found   {m.dataset}: {inv.summary()}" + "".join(f"; {n}" for n in inv.notes))
-        else:
-            lines.append(f"found   {m.dataset}: all {len(m.files)} files verified")
+        state, text = _check(m, profile, data_dir)
+        lines.append(f"{state:8s}{m.dataset}: {text}")
     return lines

@@ -18,6 +18,7 @@ FLOP = 2 x MAC) and :func:`model_summary` (per-stage output shape, parameters, M
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -590,6 +591,21 @@ class Features(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.features(x)
+
+
+def bf16_native(device: str = "cpu") -> tuple[bool, str]:
+    """Whether bf16 arithmetic runs natively (a CUDA GPU that supports it, or a CPU with the
+    AVX-512 BF16 or AMX-BF16 instructions) and why; elsewhere autocast emulates it, slowly."""
+    if str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return ok, "CUDA GPU with bf16" if ok else "GPU without bf16"
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    found = sorted(flags & {"avx512_bf16", "amx_bf16"})
+    return (bool(found), f"CPU flags {', '.join(found)}" if found else
+            "this CPU has neither AVX-512 BF16 nor AMX-BF16: bf16 autocast would be emulated, far slower than fp32")
 
 
 #: Variants of :func:`inference_runner`; the fp32 ones must match eager within 1e-4.

@@ -310,7 +310,7 @@ def unet_settings(trained_size: tuple[int, int] | None, slice_hw: tuple[int, int
     the reference, 2 for the frozen graphs, which run faster on small batches that stay in
     cache), ``bf16`` and ``bf16_why``.
     """
-    from .bench import bf16_native
+    from .models import bf16_native
 
     if speed not in SPEEDS:
         raise ValueError(f"unknown speed {speed!r}; choose one of {', '.join(SPEEDS)}")

@@ -115,12 +115,12 @@ def test_exact_speed_reproduces_the_reference_mask_and_probability(tiny_build):
 def test_fast_speed_in_bf16_agrees_with_fp32(tiny_build, monkeypatch):
     """Where the hardware has bf16 the fast speed computes in it; emulated here, on the phantom,
     its mask and probability must stay within the issue's bounds (Dice ≥ 0.99, |Δp| ≤ 0.01)."""
-    from reprolib import bench
+    from reprolib import models
 
     _, ct_card = _cards(tiny_build)
     unet, net = predict.load_ct_models(ct_card)
     exact = predict.predict_ct(unet, net, tiny_build["inputs"] / "ct.nii.gz", ct_card, speed="exact")
-    monkeypatch.setattr(bench, "bf16_native", lambda device="cpu": (True, "pretended for the test"))
+    monkeypatch.setattr(models, "bf16_native", lambda device="cpu": (True, "pretended for the test"))
     fast = predict.predict_ct(unet, net, tiny_build["inputs"] / "ct.nii.gz", ct_card, speed="fast")
     assert fast["unet"]["bf16"] is True and fast["unet"]["variant"] == "bf16"
     a, b = exact["lung_mask"].astype(bool), fast["lung_mask"].astype(bool)
