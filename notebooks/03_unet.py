@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from reprolib import book, cohort, config, models, pages, provenance, runner, train
+from reprolib import book, codehash, cohort, config, modelfile, models, pages, provenance, train
 from reprolib.figures import preprocessing as figs
 
 provenance.seed_everything(seed)
@@ -81,7 +81,8 @@ for key, n in {"n_unet_train": len(train_vols), "n_unet_test": len(held)}.items(
 
 # %%
 size = tuple(S["size"]) if S["size"] else None  # working in-plane size (None: full resolution)
-run_id = provenance.short_hash(S, sorted(train_vols.case_id), sorted(held.case_id), runner.package_hash())
+training_code = codehash.modules_hash(["reprolib.train", "reprolib.models"])
+run_id = provenance.short_hash(S, sorted(train_vols.case_id), sorted(held.case_id), training_code)
 cfg = train.TrainConfig(epochs=S["epochs"], lr=1e-3, seed=seed, device=device, augment="official",
                         validate_every=S["validate_every"], checkpoint_dir=work / "unet" / run_id)
 unet = models.UNet2D()
@@ -89,11 +90,11 @@ t0 = time.perf_counter()
 hist = train.fit_unet(unet, list(train_vols.npz), cfg, slices_per_step=S["slices_per_step"],
                       val_volumes=list(held.npz), size=size)
 nb.glue_timing("unet_train_seconds", time.perf_counter() - t0)
-best = train.load_checkpoint(hist.best_path, model=unet)  # the best epoch's weights, used from here on
+unet, _ = modelfile.load_model(hist.best_path)  # the best epoch's weights, used from here on
 
 # %% tags=["hide-input"]
 # Notebook 04 reads the checkpoint through this pointer and checks its SHA-256.
-sha = train.read_sha256_sidecar(hist.best_path)
+sha = modelfile.read_sha256_sidecar(hist.best_path)
 book.atomic_write_text(work / "unet_checkpoint.json",
                        json.dumps({"path": str(hist.best_path), "sha256": sha, "size": size}))
 nb.glue_figure("unet_curve", figs.unet_training_curves(hist))

@@ -35,7 +35,7 @@ results_dir = None
 import collections
 from pathlib import Path
 
-from reprolib import book, config, cxr, cxr_sources, evaluate, files, pages, provenance
+from reprolib import book, config, cxr, cxr_sources, evaluate, modelfile, pages, provenance
 from reprolib.figures import cxr as fig_cxr
 
 provenance.seed_everything(seed)
@@ -57,7 +57,7 @@ work = Path(work_dir or config.work_dir(profile))
 # %%
 src = cxr_sources.sample_sources(profile, data_dir) if profile != "synthetic" else None
 pages.cxr_sources(nb, src)
-dev, external = cxr.profile_records(profile, data_dir, work, sources=src)
+dev, external = cxr_sources.profile_records(profile, data_dir, work, sources=src)
 dev = cxr.patient_split(dev, test_frac=0.0, val_frac=S["val_frac"], seed=seed)
 counts = cxr.records_frame(dev).pivot_table(index=["label", "source", "age_group"], columns="split", values="path",
                                             aggfunc="count", fill_value=0)
@@ -123,8 +123,8 @@ capped = cxr.subsample_per_class([r for r in dev if r.split == "train"], S["per_
 train_set = cxr.balance_by_augmentation(capped, target="covid19", seed=seed)
 model, losses = cxr.fit_cxr(train_set, size=S["size"], epochs=S["epochs"], batch=S["batch"], weights=mode,
                             freeze_until=S["freeze_until"], lrs=S["lrs"], seed=seed, device=device)
-ckpt = files.atomic_write_bytes(work / "cxr_resnet50.pt", cxr.state_dict_bytes(model))
-pages.cxr_training(nb, S, mode, reason, losses, files.sha256_file(ckpt), collections.Counter(r.label for r in train_set))
+sha = modelfile.save_model(work / "cxr_resnet50.pt", model, {"profile": profile, "classes": list(cxr.CLASSES)})
+pages.cxr_training(nb, S, mode, reason, losses, sha, collections.Counter(r.label for r in train_set))
 
 # %% [markdown]
 # ```{glue:md} weights_banner

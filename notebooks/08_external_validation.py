@@ -34,7 +34,7 @@ results_dir = None
 import json
 from pathlib import Path
 
-from reprolib import book, config, cxr, pages, provenance
+from reprolib import book, config, cxr, cxr_sources, modelfile, pages, provenance
 from reprolib.figures import cxr as fig_cxr
 
 provenance.seed_everything(seed)
@@ -48,7 +48,7 @@ trained = json.loads((Path(results_dir or config.results_dir(profile)) / "07_cxr
 # ## Which images count as external
 
 # %%
-dev, external = cxr.profile_records(profile, data_dir, work)
+dev, external = cxr_sources.profile_records(profile, data_dir, work)
 pairs = cxr.find_duplicates([r.path for r in external], [r.path for r in dev], max_distance=12)
 kept, removed_table, ext_frame = cxr.removal_summary(external, pairs)
 pages.external_sets(nb, profile, ext_frame, removed_table, len(pairs))
@@ -84,7 +84,7 @@ if pairs:
 
 # %%
 sample_ext = cxr.subsample_per_class(kept, S["external_per_class"], seed=seed)
-model = cxr.load_trained(work / "cxr_resnet50.pt", trained["checkpoint_sha256"])
+model, _ = modelfile.load_model(work / "cxr_resnet50.pt", trained["checkpoint_sha256"])
 y, probs = cxr.evaluate_records(model, sample_ext, size=S["size"])
 pages.external_accuracy(nb, sample_ext, y, probs, S["external_per_class"])
 pages.seed_spread(nb, {f"ext_acc_{c}": f"accuracy {c}" for c in cxr.CLASSES})

@@ -41,7 +41,7 @@ from reprolib.figures import performance
 provenance.seed_everything(seed)
 nb = book.Notebook("09_performance", profile, results_dir)
 nb.banner()
-path = Path(bench_json) if bench_json else bench.default_output()
+path = Path(bench_json) if bench_json else config.bench_json()
 doc, source, ran_here = bench.load_for_page(path, Path(work_dir or config.work_dir(profile)) / "bench_quick.json")
 size = bench.sizes(doc)
 

@@ -30,6 +30,7 @@ repeat, no book rebuild) for tests and for a page built without a full benchmark
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import multiprocessing as mp
@@ -46,7 +47,7 @@ from typing import Any, Callable, Sequence
 from . import config
 from .book import format_columns as book_format_columns
 
-__all__ = ["JOBS", "PAPER_SECONDS_PER_CT_GPU", "default_output", "plan", "run", "run_job", "summarize",
+__all__ = ["JOBS", "PAPER_SECONDS_PER_CT_GPU", "plan", "run", "run_job", "summarize",
            "format_table", "load"]
 
 #: The paper's whole-pipeline time per CT volume on a GPU (spec §8/§9).
@@ -63,12 +64,6 @@ TOLERANCE = 1e-4
 TARGET_PREPROCESS_RATIO = 0.6
 TARGET_PIPELINE_RATIO = 0.25
 FORMAT = "covid-repro-bench/2"
-
-
-def default_output() -> Path:
-    """``$REPRO_BENCH_JSON`` or ``benchmarks/out/bench.json`` in the project."""
-    env = os.environ.get("REPRO_BENCH_JSON")
-    return Path(env).expanduser().resolve() if env else config.project_root() / "benchmarks" / "out" / "bench.json"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -128,7 +123,7 @@ def _net_job(res: dict[str, Any], net, x, variants: Sequence[str], repeats: int,
         t0 = time.perf_counter()
         run_v = models.inference_runner(net, variant, example=x[:, :, :16] if x.dim() == 5 else x[:1])
         prep = time.perf_counter() - t0
-        tv, times, out = _timed(lambda: run_v(x), repeats, sync)
+        tv, times, out = _timed(functools.partial(run_v, x), repeats, sync)
         res["seconds"][variant] = tv / per
         res["all_seconds"][variant] = [v / per for v in times]
         res["max_abs_diff"][variant] = float((out.float() - ref).abs().max())
@@ -277,7 +272,7 @@ def job_pipeline(volume_npy: str, spacing_mm: Sequence[float], threads: int = 2,
 
     torch, dev, sync = _device_setup(device, threads)
     # everything predict_ct imports, imported before the clock starts for any speed
-    from . import cohort, io, localize, models, predict, preprocess, scans, train  # noqa: F401
+    from . import cohort, evaluate, io, localize, models, predict, preprocess, scans, train  # noqa: F401
 
     torch.manual_seed(0)
     unet = models.UNet2D().eval().to(dev)
@@ -289,7 +284,6 @@ def job_pipeline(volume_npy: str, spacing_mm: Sequence[float], threads: int = 2,
     vol = io.CTVolume(hu=np.load(volume_npy), spacing_mm=tuple(map(float, spacing_mm)))
     shape = list(vol.hu.shape)
     label = preprocess.preprocess_ct(vol, qc_lung_volume_ml=(0.0, 1e9), workers=2)["lung_mask"]
-    dice = cohort.dice
 
     with tempfile.TemporaryDirectory() as tmp:
         nii = io.write_nifti(vol, None, Path(tmp) / "ct.nii.gz")
@@ -309,7 +303,7 @@ def job_pipeline(volume_npy: str, spacing_mm: Sequence[float], threads: int = 2,
             shape_1mm = out["shape_1mm"]
     ref = masks[speeds[0]]
     for speed in speeds:
-        runs[speed]["dice_vs_" + speeds[0]] = dice(ref, masks[speed])
+        runs[speed]["dice_vs_" + speeds[0]] = evaluate.dice(ref, masks[speed])
         runs[speed]["abs_dp_vs_" + speeds[0]] = abs(runs[speed]["p_covid"] - runs[speeds[0]]["p_covid"])
         size = runs[speed]["unet"]["size"]
         runs[speed]["resolution_ceiling"] = (resolution_ceiling(label, size)
@@ -488,7 +482,7 @@ def run(jobs: list[tuple[str, dict[str, Any]]] | None = None, out: str | Path | 
     from .provenance import git_state, hardware, package_versions
 
     jobs = plan(**plan_kwargs) if jobs is None else jobs
-    out = Path(out) if out is not None else default_output()
+    out = Path(out) if out is not None else config.bench_json()
     quick = bool(plan_kwargs.get("quick", False))
     isolate = (not quick) if isolate is None else bool(isolate)
     rows = []
@@ -532,7 +526,7 @@ def load(path: str | Path | None = None) -> dict[str, Any] | None:
     Raises :class:`reprolib.errors.InputError` naming the file when it is not one."""
     from .errors import InputError
 
-    path = Path(path) if path is not None else default_output()
+    path = Path(path) if path is not None else config.bench_json()
     if not path.is_file():
         return None
     try:
@@ -707,7 +701,7 @@ def run_from_args(args) -> int:
     if args.only:
         jobs = [j for j in jobs if j[0] in args.only]
         if out is None:  # the book reads the default file: never replace it with a partial run
-            out = default_output().with_name("bench-partial.json")
+            out = config.bench_json().with_name("bench-partial.json")
     run(jobs, out=out, quick=args.quick, threads=args.threads, device=args.device)
     return 0
 

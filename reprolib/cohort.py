@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from . import evaluate
 from .book import atomic_write_text
 
 
@@ -175,13 +176,6 @@ def load_preprocessed(npz: str | Path) -> dict[str, Any]:
     if res is None:
         raise InputError(npz, "missing or corrupt preprocessing cache file; rerun notebook 02")
     return res
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice coefficient of two binary arrays (1.0 when both are empty)."""
-    a, b = a.astype(bool), b.astype(bool)
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else float(2.0 * np.logical_and(a, b).sum() / s)
 
 
 # ------------------------------------------------------------ classifier cohorts
@@ -388,7 +382,7 @@ def build_classifier_cohort(profile_settings: dict[str, Any], seed: int, work: s
 
     Returns ``(items, cases, folds, note)``; ``note`` describes the cohort in one phrase.
     """
-    from . import models, train
+    from . import modelfile
     from .book import plural
 
     C = profile_settings["classifier"]
@@ -406,8 +400,7 @@ def build_classifier_cohort(profile_settings: dict[str, Any], seed: int, work: s
                 f"×{C['finding_scale']}, pseudo-label lung masks")
     else:
         pointer = json.loads((work / "unet_checkpoint.json").read_text())
-        unet = models.UNet2D()
-        train.load_checkpoint(pointer["path"], expected_sha256=pointer["sha256"], model=unet)
+        unet, _ = modelfile.load_model(pointer["path"], expected_sha256=pointer["sha256"])
         index = load_index(work / "ct_index.json")
         items, cases = real_classifier_cohort(index, unet, hw, z_step,
                                               unet_size=tuple(pointer["size"]) if pointer["size"] else None)
@@ -520,7 +513,7 @@ def pseudo_label_dice(table: pd.DataFrame) -> np.ndarray:
     out = []
     for row in table.itertuples():
         res = load_preprocessed(row.npz)
-        out.append(dice(res["lung_mask"], phantom_lungs_1mm(row.lung_mask, res["ct_u8"].shape[0])))
+        out.append(evaluate.dice(res["lung_mask"], phantom_lungs_1mm(row.lung_mask, res["ct_u8"].shape[0])))
     return np.asarray(out, dtype=float)
 
 
@@ -575,11 +568,11 @@ def score_unet(unet: Any, held: pd.DataFrame, size: tuple[int, int] | None = Non
         pseudo = pre["lung_mask"]
         inter = np.logical_and(pred > 0, pseudo > 0).sum()
         union = np.logical_or(pred > 0, pseudo > 0).sum()
-        r = {"case_id": row.case_id, "slices": pred.shape[0], "Dice": dice(pred, pseudo),
+        r = {"case_id": row.case_id, "slices": pred.shape[0], "Dice": evaluate.dice(pred, pseudo),
              "IoU": float(inter / union) if union else 1.0, "seconds": seconds,
              "seconds_per_slice": seconds / pred.shape[0]}
         if exact_lungs:
-            r["Dice vs exact lungs"] = dice(pred, phantom_lungs_1mm(row.lung_mask, pred.shape[0]))
+            r["Dice vs exact lungs"] = evaluate.dice(pred, phantom_lungs_1mm(row.lung_mask, pred.shape[0]))
         rows.append(r)
         shown.append((row.case_id, pre["ct_u8"], pseudo, pred))
     cols = ["case_id", "slices", "Dice", "IoU", "seconds", "seconds_per_slice"] + \

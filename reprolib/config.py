@@ -7,10 +7,17 @@ variables, with defaults relative to the project root.
 
 Environment variables
 ---------------------
-``REPRO_DATA_DIR``    verified download cache (default ``$XDG_CACHE_HOME/covid-repro``)
-``REPRO_DATA_MIRROR`` local mirror laid out as ``<host>/<path>`` of each URL (optional)
-``REPRO_WORK_DIR``    intermediate artefacts (default ``<root>/.repro``)
-``REPRO_RESULTS_DIR`` glued values as JSON (default ``<root>/results``)
+Every ``REPRO_*`` variable is read here, and only here:
+
+``REPRO_ROOT``             the project root (default: the folder above the package)
+``REPRO_DATA_DIR``         verified download cache (default ``$XDG_CACHE_HOME/covid-repro``)
+``REPRO_DATA_MIRROR``      local mirror laid out as ``<host>/<path>`` of each URL (optional)
+``REPRO_WORK_DIR``         intermediate artefacts (default ``<root>/.repro``)
+``REPRO_RESULTS_DIR``      glued values as JSON (default ``<root>/results``)
+``REPRO_BENCH_JSON``       the benchmark results ``repro bench`` writes and chapter 09 reads
+                           (default ``<root>/benchmarks/out/bench.json``)
+``REPRO_MEMORY_BUDGET_GB`` what one CT preprocessing call may use (default: see
+                           :func:`reprolib.preprocess.memory_budget`)
 """
 from __future__ import annotations
 
@@ -101,6 +108,17 @@ def work_dir(profile: str) -> Path:
 def results_dir(profile: str) -> Path:
     """Where each notebook's glued values are written as JSON."""
     return _env_path("REPRO_RESULTS_DIR", project_root() / "results") / check_profile(profile)
+
+
+def bench_json() -> Path:
+    """The benchmark JSON: ``$REPRO_BENCH_JSON`` or ``<root>/benchmarks/out/bench.json``."""
+    return _env_path("REPRO_BENCH_JSON", project_root() / "benchmarks" / "out" / "bench.json")
+
+
+def memory_budget_setting() -> str | None:
+    """``$REPRO_MEMORY_BUDGET_GB`` as written (``None`` when unset); checked by its reader,
+    :func:`reprolib.preprocess.memory_budget`."""
+    return os.environ.get("REPRO_MEMORY_BUDGET_GB") or None
 
 
 def calibration_json() -> Path:

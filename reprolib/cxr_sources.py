@@ -16,11 +16,12 @@ sources into development, external and same-source held-out images.
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import config, data
+from . import cohort, config, cxr, data
 from .cxr import CXRRecord, keeps_row, records_from_index
 from .errors import ManifestError
 
@@ -86,7 +87,7 @@ def sample_sources(profile: str = "sample", data_dir: str | Path | None = None,
                    hash_check: bool = True) -> SampleSources:
     """Sort the profile's chest X-rays by role (module docstring). Kermany images are children,
     Cohen images carry the age group of their metadata; the not-certain CT slices are added by the
-    caller (:func:`reprolib.cxr.profile_records`)."""
+    caller (:func:`profile_records`)."""
     root = Path(data_dir) if data_dir else config.data_dir()
     (meta_path,) = [p for p in data.fetch_role(profile, COHEN, "metadata", data_dir) if p.name == "metadata.csv"]
     meta = cohen_metadata(meta_path)
@@ -160,3 +161,41 @@ def same_pictures(candidates: Sequence[str | Path], references: Sequence[str | P
     b = _hash_bits(refs + [centre_square(im) for im in refs], PHASH_SIZE)
     best = np.concatenate([d.min(axis=1) for _, d in hamming_matrix(a, b)])
     return {str(c) for c, d in zip(candidates, best) if d <= max_distance}
+
+
+def profile_records(profile: str, data_dir: str | os.PathLike | None = None,
+                    work_dir: str | os.PathLike | None = None, ct_slices_per_volume: int = 8,
+                    sources: Any = None) -> tuple[list[CXRRecord], list[CXRRecord]]:
+    """``(development, external)`` chest X-ray records of a profile.
+
+    ``sample`` (:func:`sample_sources`): development = Kermany *train* split
+    (children), the Cohen collection's COVID-19 and adult non-COVID images without its Hannover
+    originals, and the CC-CCII CT slices (``not_certain``), plus ``ct_slices_per_volume`` axial
+    slices of every other CT volume preprocessed by notebook 02 (``work_dir/ct_index.json``;
+    :func:`reprolib.cxr.ct_slice_records`), so that ``not_certain`` spans several patients and scanners;
+    external = every Hannover patient (``split="external"``: another hospital, COVID-19 only) and
+    the Kermany *test* split (``split="same_source"``: other children of the training hospital).
+    ``synthetic``: the phantoms' own train/test split. Records carry ``split="-"`` (development;
+    use :func:`reprolib.cxr.patient_split`) or ``"external"``. ``sources``: an already computed
+    :class:`SampleSources` (its hash check takes seconds).
+    """
+    if profile == "synthetic":
+        work = Path(work_dir) if work_dir else config.work_dir(profile)
+        base = work / "synthetic_data"
+        dev, ext = [], []
+        for r in data.synthetic_records(work):
+            if r["role"] != "cxr_image":
+                continue
+            label, sub = (("not_certain", "phantom") if r["label"] == "not_certain"
+                          else cxr.label_from_mirror(r["label"]))
+            rec = CXRRecord(base / r["path"], label, sub, r["group"], r["dataset"],
+                            "external" if r["split"] == "test" else "-")
+            (ext if rec.split == "external" else dev).append(rec)
+        return dev, ext
+    src = sources if sources is not None else sample_sources(profile, data_dir)
+    dev, ext = list(src.development), src.external + src.same_source
+    if ct_slices_per_volume and work_dir is not None and (Path(work_dir) / "ct_index.json").is_file():
+        index = cohort.load_index(Path(work_dir) / "ct_index.json")
+        index = index[~index.dataset.isin(cxr.NOT_CERTAIN_DATASETS) & index.npz.notna()]
+        dev += cxr.ct_slice_records(index, Path(work_dir) / "ct_slices", int(ct_slices_per_volume))
+    return dev, ext

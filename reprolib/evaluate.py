@@ -134,9 +134,24 @@ def _two_class(y, p, what: str) -> tuple[np.ndarray, np.ndarray, int]:
     return y, p, n_pos
 
 
-def roc_auc(y, p) -> float:
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice coefficient 2|A ∩ B| / (|A| + |B|); 1.0 when both are empty."""
+    a = np.asarray(a) > 0
+    b = np.asarray(b) > 0
+    if a.shape != b.shape:
+        raise InputError(None, f"masks {a.shape} and {b.shape} differ in shape")
+    s = np.count_nonzero(a) + np.count_nonzero(b)
+    return 1.0 if s == 0 else 2.0 * np.count_nonzero(a & b) / s
+
+
+def roc_auc(y, p, *, single_class: float | None = None) -> float:
     """Area under the ROC curve as the Mann–Whitney statistic P(p⁺ > p⁻) + ½ P(p⁺ = p⁻), from
-    mid-ranks; equals :func:`sklearn.metrics.roc_auc_score` (trapezoids over distinct thresholds)."""
+    mid-ranks; equals :func:`sklearn.metrics.roc_auc_score` (trapezoids over distinct thresholds).
+
+    ``single_class``: the value to return when ``y`` holds one class only (e.g. NaN for a
+    validation fold); by default that raises ``ValueError`` as scikit-learn does."""
+    if single_class is not None and len(np.unique(np.asarray(y))) < 2:
+        return float(single_class)
     y, p, n_pos = _two_class(y, p, "ROC AUC")
     ranks = stats.rankdata(p)  # ties share their mean rank
     n_neg = y.size - n_pos

@@ -44,7 +44,6 @@ from __future__ import annotations
 import gzip
 import os
 import re
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import DicomError, ImageError, InputError, NiftiError
+from .files import atomic_write_bytes
 
 __all__ = [
     "CTVolume",
@@ -660,7 +660,7 @@ def write_nifti(
     spacing_mm: Sequence[float] | None,
     path: str | os.PathLike,
 ) -> Path:
-    """Write a (z, y, x) volume to NIfTI atomically (temp file + ``os.replace``).
+    """Write a (z, y, x) volume to NIfTI atomically (:func:`reprolib.files.atomic_write_bytes`).
 
     Parameters
     ----------
@@ -673,6 +673,9 @@ def write_nifti(
     Voxel types: bool is stored as uint8, 64-bit integers as int32 (NIfTI
     tools rarely read 64-bit integers; values beyond int32 are an error),
     float16 as float32; other numeric types as they are.
+
+    The bytes depend on the volume only: spatial units mm, qform and sform code 1,
+    ``.nii.gz`` compressed at level 1 with gzip time 0.
 
     Returns
     -------
@@ -707,31 +710,23 @@ def write_nifti(
     if sp.shape != (3,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
         raise NiftiError(path, f"invalid spacing {tuple(sp.tolist())} for NIfTI output")
     name = path.name
-    suffix = ".nii.gz" if name.endswith(".nii.gz") else ".nii"
     if not (name.endswith(".nii") or name.endswith(".nii.gz")):
         raise NiftiError(path, "NIfTI output must end with .nii or .nii.gz")
     arr = _nifti_storable(arr, path)
     affine = _affine_from_volume(sp, origin, direction)
     try:
-        img = nib.Nifti1Image(np.transpose(arr, (2, 1, 0)), affine)
+        img = nib.Nifti1Image(np.ascontiguousarray(np.transpose(arr, (2, 1, 0))), affine)
+        img.header.set_data_dtype(arr.dtype)
     except Exception as exc:  # nibabel's HeaderDataError for types NIfTI-1 cannot hold
         raise NiftiError(path, f"unsupported voxel type {arr.dtype} for NIfTI output: {exc}") from exc
-    img.header.set_qform(affine, code=1)
-    img.header.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=path.parent)
-    except OSError as exc:
-        raise NiftiError(path, f"cannot write here: {exc}") from exc
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, Exception):  # disk full, nibabel errors, ...
-            raise NiftiError(path, f"cannot write NIfTI: {exc}") from exc
-        raise
+        raw = img.to_bytes()
+        atomic_write_bytes(path, gzip.compress(raw, compresslevel=1, mtime=0) if name.endswith(".gz") else raw)
+    except OSError as exc:  # disk full, no permission, a folder in the way ...
+        raise NiftiError(path, f"cannot write NIfTI: {exc}") from exc
     return path
 
 

@@ -35,10 +35,13 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
+from . import evaluate
+from .cam import grad_cam_map, weighted_sum
 from .errors import InputError, VolumeError
 from .evaluate import wilson_ci
 from .models import linearised_cam_weights
@@ -80,7 +83,6 @@ __all__ = [
     "labels_in_input_frame",
     "score_volume",
     "hit_rate_table",
-    "dice",
 ]
 
 STRUCT_26 = np.ones((3, 3, 3), dtype=bool)
@@ -110,15 +112,13 @@ def linear_cam(features: torch.Tensor | np.ndarray, weights: torch.Tensor | np.n
     -------
     np.ndarray, (D, h, w) float32 (raw, not rectified).
     """
-    f = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
-    w = weights.detach().cpu().numpy() if isinstance(weights, torch.Tensor) else np.asarray(weights)
-    if f.ndim == 5:
-        if f.shape[0] != 1:
-            raise VolumeError(None, f"linear_cam takes one volume, got batch of {f.shape[0]}")
-        f = f[0]
-    if f.ndim != 4 or w.ndim != 1 or w.shape[0] != f.shape[0]:
-        raise VolumeError(None, f"features {f.shape} and weights {w.shape} do not match (C, D, h, w) / (C,)")
-    return np.tensordot(w.astype(np.float32), f.astype(np.float32, copy=False), axes=(0, 0))
+    if features.ndim == 5:
+        if features.shape[0] != 1:
+            raise VolumeError(None, f"linear_cam takes one volume, got batch of {features.shape[0]}")
+        features = features[0]
+    if features.ndim != 4:
+        raise VolumeError(None, f"features {tuple(features.shape)} are not (C, D, h, w)")
+    return weighted_sum(features, weights)
 
 
 def _as_input(model: torch.nn.Module, x: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -176,9 +176,7 @@ def grad_cam_for_volume(model: torch.nn.Module, x: torch.Tensor | np.ndarray, ta
         logits = model.classify(feats)
         (grad,) = torch.autograd.grad(logits[0, target], feats)
     p = torch.softmax(logits.detach(), dim=1)[0, target].item()
-    alpha = grad[0].mean(dim=(1, 2, 3))  # (C,)
-    cam = np.maximum(linear_cam(feats[0].detach(), alpha), 0.0)
-    return cam.astype(np.float32, copy=False), float(p)
+    return grad_cam_map(feats[0], grad[0]), float(p)
 
 
 def grad_cam(model: torch.nn.Module, x: torch.Tensor | np.ndarray, target: int = 1) -> np.ndarray:
@@ -1061,16 +1059,6 @@ def slice_level_hit(pred_mask: np.ndarray, infected_slices, mode: str = "median_
     return bool(flags[pt[0]]) and in_lung
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice coefficient 2|A ∩ B| / (|A| + |B|); 1.0 when both are empty."""
-    a = np.asarray(a) > 0
-    b = np.asarray(b) > 0
-    if a.shape != b.shape:
-        raise VolumeError(None, f"masks {a.shape} and {b.shape} differ in shape")
-    s = np.count_nonzero(a) + np.count_nonzero(b)
-    return 1.0 if s == 0 else 2.0 * np.count_nonzero(a & b) / s
-
-
 # =============================================================================
 # 7. Scoring a run
 # =============================================================================
@@ -1111,7 +1099,7 @@ def score_volume(res: LocalizationResult, lung: np.ndarray, gt: np.ndarray | Non
             return dict(_UNSCORED)
         return dict(hit=is_hit(res.lesion, g, "median_voxel"), hit_centroid=is_hit(res.lesion, g, "centroid"),
                     hit_largest_cam=is_hit(largest, g, "median_voxel"),
-                    random_baseline=random_baseline_hit(lung, g), dice=dice(res.lesion, g),
+                    random_baseline=random_baseline_hit(lung, g), dice=evaluate.dice(res.lesion, g),
                     point_in_lung=_point_in(res.lesion, lung))
     if slice_flags is not None:
         flags = np.asarray(slice_flags).astype(bool)
@@ -1141,7 +1129,6 @@ def hit_rate_table(per_volume: "pd.DataFrame", by: Sequence[str] = ("CAM", "wind
     ``hit_rate_centroid``, ``hit_rate_largest_cam``, ``random_baseline`` (mean over the
     same volumes), ``median_dice`` (NaN without voxel masks).
     """
-    import pandas as pd
 
     if population not in ("predicted_positive", "all_annotated"):
         raise ValueError(f"population must be 'predicted_positive' or 'all_annotated', got {population!r}")

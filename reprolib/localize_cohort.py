@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import cohort, data, io, localize, models, preprocess, train
+from . import cohort, data, io, localize, modelfile, models, preprocess
 from .errors import ConfigError
 
 #: (CAM method, tile size of the 3DCC response): the linearised head of the paper and Grad-CAM,
@@ -60,13 +60,10 @@ def load_fold_models(work: str | Path, items: Sequence[tuple[Any, int, str]],
     nets = []
     for k, (_, te) in enumerate(folds):
         path = Path(work) / f"decovnet_fold{k}.pt"
-        ck = train.load_checkpoint(path)
-        meta = ck["metadata"]
+        net, meta = modelfile.load_model(path)
         if meta["test_case_ids"] != [items[int(i)][2] for i in te]:
             raise ConfigError(path, "this checkpoint belongs to another cohort: rerun notebook 04")
-        net = models.DeCoVNet(proclf_grids=models.proclf_grids_for(meta["hw"]), fc_init=meta["fc_init"])
-        net.load_state_dict(ck["model"])
-        nets.append(net.eval())
+        nets.append(net)
     return nets
 
 

@@ -17,9 +17,10 @@ FLOP = 2 x MAC) and :func:`model_summary` (per-stage output shape, parameters, M
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,15 @@ __all__ = [
     "inference_runner",
     "output_shape",
 ]
+
+
+def _jsonable(value: Any) -> Any:
+    """Constructor arguments as JSON values (tuples become lists), for a model file."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------------------
@@ -104,6 +114,8 @@ class UNet2D(nn.Module):
     Input ``(N, in_ch, H, W)`` float32 -> logits ``(N, n_classes, H, W)``; any H, W >= 16.
     """
 
+    model_kind = "UNet2D"  #: the name a model file gives it (:mod:`reprolib.modelfile`)
+
     def __init__(
         self,
         in_ch: int = 1,
@@ -113,6 +125,8 @@ class UNet2D(nn.Module):
         align_corners: bool = True,
     ):
         super().__init__()
+        self.init_kwargs = _jsonable(dict(in_ch=in_ch, n_classes=n_classes, widths=widths,
+                                          align_corners=align_corners))
         w = tuple(int(v) for v in widths)
         if len(w) != 5:
             raise ValueError(f"widths must have 5 entries, got {widths!r}")
@@ -231,6 +245,8 @@ class DeCoVNet(nn.Module):
     ``proclf_convs`` (the three ProClf Conv3d in order), ``fc1``, ``fc2``.
     """
 
+    model_kind = "DeCoVNet"  #: the name a model file gives it (:mod:`reprolib.modelfile`)
+
     def __init__(
         self,
         in_ch: int = 2,
@@ -245,6 +261,9 @@ class DeCoVNet(nn.Module):
         fc_init: str = "official",
     ):
         super().__init__()
+        self.init_kwargs = _jsonable(dict(in_ch=in_ch, n_classes=n_classes, width=width, proclf_grids=proclf_grids,
+                                          proclf_channels=proclf_channels, dropout=dropout, bn_eps=bn_eps,
+                                          bn_momentum=bn_momentum, fc_init=fc_init))
         self.fc_init = _check_fc_init(fc_init)
         if len(proclf_grids) != 4 or len(proclf_channels) != 3:
             raise ValueError("proclf_grids needs 4 sizes and proclf_channels 3 widths")
@@ -388,9 +407,13 @@ class Clf2DNet(nn.Module):
     batch of 2D images, ``slice_chunk`` at a time, to bound activation memory.
     """
 
+    model_kind = "Clf2DNet"  #: the name a model file gives it (:mod:`reprolib.modelfile`)
+
     def __init__(self, in_ch: int = 2, n_classes: int = 2, *, stem_ch: int = 64, width: int = 128,
                  slice_chunk: int = 32, always_project: bool = True, fc_init: str = "official"):
         super().__init__()
+        self.init_kwargs = _jsonable(dict(in_ch=in_ch, n_classes=n_classes, stem_ch=stem_ch, width=width,
+                                          slice_chunk=slice_chunk, always_project=always_project, fc_init=fc_init))
         self.fc_init = _check_fc_init(fc_init)
         self.slice_chunk = int(slice_chunk)
         self.stem = nn.Sequential(
@@ -608,6 +631,52 @@ def bf16_native(device: str = "cpu") -> tuple[bool, str]:
             "this CPU has neither AVX-512 BF16 nor AMX-BF16: bf16 autocast would be emulated, far slower than fp32")
 
 
+def resnet50(n_classes: int = 4, *, before_head: Callable[[nn.Module], object] | None = None) -> nn.Module:
+    """torchvision's ResNet-50, randomly initialised, with a new ``n_classes``-way ``fc`` head
+    (the chest X-ray network). ``before_head(net)`` runs on the 1000-class network before its
+    head is replaced (:func:`reprolib.cxr.build_resnet50` loads ImageNet weights there).
+    Input ``(N, 3, H, W)`` -> logits ``(N, n_classes)``."""
+    from torchvision.models import resnet50 as tv_resnet50  # torchvision is slow to import
+
+    model = tv_resnet50(weights=None)
+    if before_head is not None:
+        before_head(model)
+    model.fc = nn.Linear(model.fc.in_features, n_classes)
+    model.model_kind = "ResNet50"
+    model.init_kwargs = {"n_classes": int(n_classes)}
+    return model
+
+
+def _channels_last_tensor(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in channels-last layout by rank (4D: ``channels_last``, 5D: ``channels_last_3d``)."""
+    if t.dim() == 4:
+        return t.contiguous(memory_format=torch.channels_last)
+    if t.dim() == 5:
+        return t.contiguous(memory_format=torch.channels_last_3d)
+    return t
+
+
+@contextlib.contextmanager
+def channels_last(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """Hold ``model``'s 4D/5D weights in channels-last layout inside the block, contiguous after it.
+
+    Only the memory layout changes, not the values; a convolution whose weight is
+    channels-last computes in that layout and passes it on, so inputs need no change.
+    On CPU the oneDNN kernels train 10–25 % faster this way (measured on 2 cores: DeCoVNet,
+    the 2D classifiers, ResNet-50). The parameter objects are kept (``Module._apply`` sets
+    their ``data``), so an optimiser built before the block still holds them. The last bits
+    of the results differ from the contiguous layout's, as between any two kernels.
+    """
+    if not enabled:
+        yield model
+        return
+    model._apply(_channels_last_tensor)
+    try:
+        yield model
+    finally:
+        model._apply(lambda t: t.contiguous() if t.dim() in (4, 5) else t)
+
+
 #: Variants of :func:`inference_runner`; the fp32 ones must match eager within 1e-4.
 INFERENCE_VARIANTS = ("eager", "channels_last", "jit", "bf16", "compile")
 
@@ -653,15 +722,12 @@ def inference_runner(model: nn.Module, variant: str = "jit",
                 return model(x).float()
         return run_bf16
     if variant == "channels_last":
-        m = copy.deepcopy(model)
-        fmt = torch.channels_last_3d if any(isinstance(mod, nn.Conv3d) for mod in m.modules()) else torch.channels_last
-        m = m.to(memory_format=fmt)
+        m = copy.deepcopy(model)._apply(_channels_last_tensor)
 
         def run_cl(x: torch.Tensor) -> torch.Tensor:
             check(x)
             with torch.inference_mode():
-                return m(x.contiguous(memory_format=fmt if x.dim() == (5 if fmt is torch.channels_last_3d else 4)
-                                      else torch.contiguous_format))
+                return m(x)  # a channels-last weight makes the convolution compute in that layout
         return run_cl
     if variant == "compile":
         import torch._inductor.config as inductor_config

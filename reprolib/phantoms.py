@@ -27,7 +27,6 @@ Conventions
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import os
@@ -41,6 +40,8 @@ from scipy import ndimage
 
 from .errors import ConfigError, DicomError, ImageError, NiftiError
 from .files import atomic_write_bytes, sha256_file
+from .io import CTVolume
+from .io import write_nifti as write_volume_nifti
 
 __all__ = [
     "CTPhantom",
@@ -429,7 +430,7 @@ def _paint_covid(g: _Grid, rng: np.random.Generator, an: _Anatomy, hu: np.ndarra
         if ijk is None:
             continue
         blobs.append((k, _mm(g, ijk), rng.uniform(0.08, 0.18) * u))
-    for k, c, r in blobs:
+    for _k, c, r in blobs:
         _paint_blob(g, rng, c, r, an.lungs, lesion, hu, rng.uniform(-680, -430), tex=tex, scale=scale)
     for k, c, r in blobs:
         if rng.uniform() < 0.45:
@@ -580,48 +581,30 @@ def ct_phantom(seed: int, label: int, shape: Sequence[int] = (48, 128, 128),
 # ------------------------------------------------------------------ CT writers
 
 
-def _nifti_bytes(arr_zyx: np.ndarray, spacing_mm: Sequence[float], path: Path) -> bytes:
-    import nibabel as nib
-
-    name = path.name.lower()
-    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
-        raise NiftiError(path, "NIfTI file name must end with .nii or .nii.gz")
-    if arr_zyx.ndim != 3:
-        raise NiftiError(path, f"expected a 3D (z, y, x) array, got shape {arr_zyx.shape}")
+def _phantom_volume(arr_zyx: np.ndarray, spacing_mm: Sequence[float]) -> CTVolume:
+    """A phantom array centred on the scanner origin: voxel 0 at -(n - 1) / 2 spacings (LPS)."""
     sz, sy, sx = (float(s) for s in spacing_mm)
     d, h, w = arr_zyx.shape
-    oz, oy, ox = -0.5 * (d - 1) * sz, -0.5 * (h - 1) * sy, -0.5 * (w - 1) * sx  # LPS of voxel 0
-    affine = np.array([[-sx, 0, 0, -ox], [0, -sy, 0, -oy], [0, 0, sz, oz], [0, 0, 0, 1]], dtype=np.float64)
-    img = nib.Nifti1Image(np.ascontiguousarray(arr_zyx.transpose(2, 1, 0)), affine)
-    img.header.set_data_dtype(arr_zyx.dtype)
-    img.header.set_xyzt_units("mm")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    raw = img.to_bytes()
-    return gzip.compress(raw, compresslevel=1, mtime=0) if name.endswith(".gz") else raw
+    origin = (-0.5 * (w - 1) * sx, -0.5 * (h - 1) * sy, -0.5 * (d - 1) * sz)  # (x, y, z) of voxel 0
+    return CTVolume(hu=arr_zyx, spacing_mm=(sz, sy, sx), origin_mm=origin)
 
 
 def write_nifti(ph: CTPhantom, path: str | os.PathLike) -> Path:
-    """Write the HU volume as int16 NIfTI-1 (``.nii`` or ``.nii.gz``), atomically.
+    """Write the HU volume as int16 NIfTI-1 (``.nii`` or ``.nii.gz``) with :func:`reprolib.io.write_nifti`.
 
-    The file uses the standard NIfTI layout: data array (x, y, z) with an RAS
-    affine built from ``spacing_mm`` (LPS → RAS flips x and y), so
-    ``np.asarray(img.dataobj).transpose(2, 1, 0)`` is ``ph.hu`` again and the
-    header zooms are (sx, sy, sz). Gzip output has mtime 0 (reproducible bytes).
+    The data array is (x, y, z) with an RAS affine built from ``spacing_mm`` (LPS → RAS flips
+    x and y), so ``np.asarray(img.dataobj).transpose(2, 1, 0)`` is ``ph.hu`` again and the
+    header zooms are (sx, sy, sz); the bytes are reproducible.
     """
-    path = Path(path)
-    atomic_write_bytes(path, _nifti_bytes(np.asarray(ph.hu, dtype=np.int16), ph.spacing_mm, path))
-    return path
+    return write_volume_nifti(_phantom_volume(np.asarray(ph.hu, dtype=np.int16), ph.spacing_mm), None, path)
 
 
 def write_nifti_mask(mask: np.ndarray, spacing_mm: Sequence[float], path: str | os.PathLike) -> Path:
     """Write a {0, 1} (z, y, x) mask as uint8 NIfTI with the same geometry as :func:`write_nifti`."""
-    path = Path(path)
     m = np.asarray(mask)
     if m.size and (m.min() < 0 or m.max() > 1):
-        raise NiftiError(path, f"mask values must be 0 or 1, got range [{m.min()}, {m.max()}]")
-    atomic_write_bytes(path, _nifti_bytes(m.astype(np.uint8), spacing_mm, path))
-    return path
+        raise NiftiError(Path(path), f"mask values must be 0 or 1, got range [{m.min()}, {m.max()}]")
+    return write_volume_nifti(_phantom_volume(m.astype(np.uint8), spacing_mm), None, path)
 
 
 def _ds(v: float) -> str:
@@ -669,7 +652,7 @@ def write_dicom_series(ph: CTPhantom, directory: str | os.PathLike, slope: float
     """
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
     directory = Path(directory)
     stored, pixel_rep = _dicom_stored(ph, float(slope), float(intercept), directory)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from . import modelfile
 from .errors import InputError
 
 __all__ = [
@@ -185,7 +186,6 @@ def cxr_card(profile: str, work_dir: str | Path | None = None, results_dir: str 
 def ct_card(profile: str, work_dir: str | Path | None = None, results_dir: str | Path | None = None
             ) -> CTModelCard:
     """Card of the lung U-Net (notebook 03) and the DeCoVNet (notebook 04, last fold) of ``profile``."""
-    from . import train
 
     work, res = _dirs(profile, work_dir, results_dir)
     ptr = work / "unet_checkpoint.json"
@@ -199,8 +199,8 @@ def ct_card(profile: str, work_dir: str | Path | None = None, results_dir: str |
     dpath = work / "decovnet_last.pt"
     if not dpath.is_file():
         raise InputError(dpath, "missing: run notebook 04 of this profile first (repro run)")
-    dsha = train.read_sha256_sidecar(dpath)
-    meta = train.load_checkpoint(dpath, expected_sha256=dsha)["metadata"]
+    dsha = modelfile.read_sha256_sidecar(dpath)
+    meta = modelfile.load_checkpoint(dpath, expected_sha256=dsha)["metadata"]
     v4 = _results(res, "04_decovnet")
     metrics = {k: v4.get(f"our_{k}") for k in ("roc_auc", "roc_auc_ci_lo", "roc_auc_ci_hi", "average_precision",
                                                 "accuracy", "n")}
@@ -219,20 +219,14 @@ def ct_card(profile: str, work_dir: str | Path | None = None, results_dir: str |
 
 def load_cxr_model(card: CXRModelCard):
     """The verified ResNet-50 of ``card`` (eval mode); :class:`ChecksumError` on a wrong hash."""
-    from . import cxr
-
-    return cxr.load_trained(card.path, card.sha256, n_classes=len(card.classes))
+    return modelfile.load_model(card.path, card.sha256)[0]
 
 
 def load_ct_models(card: CTModelCard):
     """``(unet, decovnet)`` of ``card``, both verified and in eval mode."""
-    from . import models, train
-
-    unet = models.UNet2D()
-    train.load_checkpoint(card.unet_path, expected_sha256=card.unet_sha256, model=unet)
-    net = models.DeCoVNet(proclf_grids=models.proclf_grids_for(card.hw), fc_init=card.fc_init)
-    train.load_checkpoint(card.decovnet_path, expected_sha256=card.decovnet_sha256, model=net)
-    return unet.eval(), net.eval()
+    unet, _ = modelfile.load_model(card.unet_path, card.unet_sha256)
+    net, _ = modelfile.load_model(card.decovnet_path, card.decovnet_sha256)
+    return unet, net
 
 
 def _png_bytes(arr: np.ndarray) -> bytes:

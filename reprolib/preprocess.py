@@ -79,14 +79,13 @@ import os
 import warnings
 import zipfile
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
 
-from . import components
+from . import components, config
 from .errors import ResourceLimitError, VolumeError
 from .files import atomic_write
 from .io import CTVolume
@@ -115,10 +114,6 @@ __all__ = [
     "memory_record",
     "cached_preprocess",
     "write_npz",
-    "ApplyFOV",
-    "ResampleZ",
-    "Window",
-    "Compose",
     "PREPROCESS_VERSION",
 ]
 
@@ -553,15 +548,8 @@ def lung_pseudo_label(
     return _pseudo_label(hu, threshold_hu, probes, keep, min_lung_ml, spacing_mm, labeller)[0]
 
 
-def _pseudo_label(
-    hu: np.ndarray,
-    threshold_hu: float = -320,
-    probes: Sequence[tuple[int, int]] | None = None,
-    keep: str = "largest",
-    min_lung_ml: float = 100.0,
-    spacing_mm: Sequence[float] | None = None,
-    labeller: str = "auto",
-) -> tuple[np.ndarray, np.ndarray]:
+def _pseudo_label(hu: np.ndarray, threshold_hu: float, probes: Sequence[tuple[int, int]] | None, keep: str,
+                  min_lung_ml: float, spacing_mm: Sequence[float] | None, labeller: str) -> tuple[np.ndarray, np.ndarray]:
     """:func:`lung_pseudo_label` plus the voxel count of each kept 26-connected
     component in each slice, ``(S, k)`` int64 (k = 0, 1 or 2), for :func:`lung_qc`."""
     if hu.ndim != 3:
@@ -844,7 +832,7 @@ def memory_budget() -> tuple[int, str]:
     and 80 % of the memory the kernel reports available (``MemAvailable``), so that a
     volume too large for this machine is refused instead of being killed by the kernel.
     """
-    env = os.environ.get("REPRO_MEMORY_BUDGET_GB")
+    env = config.memory_budget_setting()
     if env:
         try:
             gb = float(env)
@@ -1240,66 +1228,3 @@ def cached_preprocess(
         out[name] = res[name]
     out["cache_status"] = "recomputed" if existed else "miss"
     return out, key
-
-
-# ---------------------------------------------------------- composable callables
-
-
-@dataclass(frozen=True)
-class ApplyFOV:
-    """Callable form of :func:`apply_fov` on a :class:`CTVolume` (HU only)."""
-
-    radius_px: float | None = None
-    offset_hu: int = -2000
-
-    def __call__(self, vol: CTVolume) -> CTVolume:
-        if not vol.is_hu:
-            return vol
-        return _replace(vol, apply_fov(vol.hu, self.radius_px, self.offset_hu))
-
-
-@dataclass(frozen=True)
-class ResampleZ:
-    """Callable form of :func:`resample_z`; updates ``spacing_mm``."""
-
-    target_mm: float = 1.0
-    order: int = 3
-
-    def __call__(self, vol: CTVolume) -> CTVolume:
-        sz = float(vol.spacing_mm[0])
-        if not (np.isfinite(sz) and sz > 0):
-            return vol
-        out = resample_z(vol.hu, sz, self.target_mm, self.order)
-        spacing = (resampled_spacing_mm(vol.hu.shape[0], sz, out.shape[0]),) + tuple(vol.spacing_mm[1:])
-        return _replace(vol, out, spacing_mm=spacing)
-
-
-@dataclass(frozen=True)
-class Window:
-    """Callable form of :func:`window`; the result has ``is_hu=False`` (uint8)."""
-
-    lo: float = -1200
-    hi: float = 600
-
-    def __call__(self, vol: CTVolume) -> CTVolume:
-        if not vol.is_hu:
-            return vol
-        return _replace(vol, window(vol.hu, self.lo, self.hi), is_hu=False)
-
-
-class Compose:
-    """Apply callables in order: ``Compose([ApplyFOV(), ResampleZ(), Window()])(vol)``."""
-
-    def __init__(self, transforms: Iterable[Callable[[CTVolume], CTVolume]]):
-        self.transforms = list(transforms)
-
-    def __call__(self, vol: CTVolume) -> CTVolume:
-        for t in self.transforms:
-            vol = t(vol)
-        return vol
-
-
-def _replace(vol: CTVolume, hu: np.ndarray, **changes: Any) -> CTVolume:
-    from dataclasses import replace
-
-    return replace(vol, hu=hu, meta=dict(vol.meta), **changes)

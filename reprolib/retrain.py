@@ -26,6 +26,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -115,7 +116,7 @@ def fine_tune(model, records: Sequence, *, size: int, epochs: int = 2, batch: in
 
     from . import cxr
 
-    gen = cxr.seed_everything(seed)
+    gen = cxr.seeded(seed)
     cand = copy.deepcopy(model)
     for p in cand.parameters():
         p.requires_grad_(True)
@@ -155,11 +156,11 @@ def default_holdout(profile: str, work_dir: str | Path, data_dir: str | Path | N
     """The held-out set when none is given: the development images that notebook 07 put in its
     validation split, read from the split file it saved (image sha256 -> split). It never holds an
     image the served model trained on, whatever ``--seed`` the build ran with."""
-    from . import cxr
+    from . import cxr, cxr_sources
 
     work = Path(work_dir)
     split = cxr.read_split(work / cxr.SPLIT_FILE)
-    dev, _ = cxr.profile_records(profile, data_dir, work)
+    dev, _ = cxr_sources.profile_records(profile, data_dir, work)
     return cxr.held_out(dev, split)
 
 
@@ -172,8 +173,8 @@ def retrain_cxr(work_dir: str | Path, card, new_records: Sequence, holdout_recor
     ``seed``); tests inject others. Returns the lineage entry (also appended to
     ``cxr_lineage.jsonl``); when promoted, ``cxr_current.json`` points at the candidate.
     """
-    from . import cxr, predict
-    from .files import atomic_write_bytes, atomic_write_text, sha256_file
+    from . import modelfile, predict
+    from .files import atomic_write_text, sha256_file
 
     work = Path(work_dir)
     if not new_records:
@@ -184,12 +185,13 @@ def retrain_cxr(work_dir: str | Path, card, new_records: Sequence, holdout_recor
     parent_metrics = evaluate_cxr(parent, holdout_records, card.size, device)
     fit = fit or (lambda m, recs: fine_tune(m, recs, size=card.size, epochs=epochs, seed=seed, device=device))
     cand = fit(parent, list(new_records))
-    data = cxr.state_dict_bytes(cand)
-    sha = hashlib.sha256(data).hexdigest()
-    path = work / "models" / f"cxr_resnet50.{sha[:12]}.pt"
-    atomic_write_bytes(path, data)
+    staged = work / "models" / "cxr_resnet50.candidate.pt"
+    sha = modelfile.save_model(staged, cand, {"parent_sha256": card.sha256, "classes": list(card.classes)})
+    path = staged.with_name(f"cxr_resnet50.{sha[:12]}.pt")
+    os.replace(staged, path)
+    os.replace(f"{staged}.sha256", f"{path}.sha256")
     atomic_write_text(Path(f"{path}.sha256"), f"{sha}  {path.name}\n")
-    reloaded = cxr.load_trained(path, sha, n_classes=len(card.classes))  # what would be served
+    reloaded, _ = modelfile.load_model(path, sha)  # what would be served
     cand_metrics = evaluate_cxr(reloaded, holdout_records, card.size, device)
     promoted, reason = gate(parent_metrics, cand_metrics, tolerance)
     entry = {

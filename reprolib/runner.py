@@ -6,7 +6,8 @@ executes it with papermill, in numeric order. A notebook is *skipped* when its
 cache key is unchanged; the key hashes
 
 * the notebook source,
-* the ``reprolib`` package (code and profiles),
+* the ``reprolib`` code the notebook can run: the modules it imports, transitively, and the
+  package data they read (:mod:`reprolib.codehash`),
 * the parameters papermill injects,
 * the data manifests of the profile (the inputs' sha256 live there),
 * the published values (``results/<profile>/<nb>.json``) of every upstream notebook, and
@@ -32,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import config
+from . import codehash, config
 from .book import atomic_write_text
 from .errors import ConfigError, NotebookExecutionError
 
@@ -82,15 +83,10 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def package_hash() -> str:
-    """sha256 over every ``.py`` and ``.yml`` file of ``reprolib`` (path + content)."""
-    root = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for p in sorted(list(root.rglob("*.py")) + list(root.rglob("*.yml"))):
-        if "__pycache__" in p.parts:
-            continue
-        h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()
+def code_hash(source: Path) -> str:
+    """The ``reprolib`` code (and package data) that notebook ``source`` can run
+    (:func:`reprolib.codehash.notebook_hash`): the modules it imports, transitively."""
+    return codehash.notebook_hash(source)
 
 
 def results_path(profile: str, stem: str, results_dir: Path | None = None) -> Path:
@@ -107,9 +103,7 @@ def published_values_hash(path: Path) -> str:
 
 
 def _bench_json(profile: str) -> Path:
-    from .bench import default_output
-
-    return default_output()
+    return config.bench_json()
 
 
 def _calibration_json(profile: str) -> Path | None:
@@ -280,7 +274,6 @@ def run(profile: str, only: list[str] | None = None, start: str | None = None, f
         echo: Callable[[str], None] = print, log_output: bool = True) -> RunReport:
     """Run the selected notebooks of ``profile`` in order; see the module docstring."""
     from . import provenance
-
     from .full_data import refuse_if_incomplete
 
     t0 = time.perf_counter()
@@ -296,7 +289,7 @@ def run(profile: str, only: list[str] | None = None, start: str | None = None, f
     index_path, record_path = sdir / "cache.json", sdir / "provenance.json"
     index = _load_json(index_path, {})
     previous = {r["name"]: r for r in _load_json(record_path, {}).get("notebooks", [])}
-    code_hash, data_hash = package_hash(), manifests_hash(profile)
+    data_hash = manifests_hash(profile)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     atomic_write_text(sdir / "status.json", json.dumps({"state": "running", "started": started}))
 
@@ -305,7 +298,7 @@ def run(profile: str, only: list[str] | None = None, start: str | None = None, f
     failure = None
     for src in all_nbs:
         stem = src.stem
-        parts = key_parts(src, params, data_hash, code_hash, list(upstream), declared_inputs(src, profile))
+        parts = key_parts(src, params, data_hash, code_hash(src), list(upstream), declared_inputs(src, profile))
         key = _sha(json.dumps(parts, sort_keys=True, default=str).encode())
         out = executed_dir / f"{stem}.ipynb"
         res = results_path(profile, stem, results_dir)
@@ -381,10 +374,10 @@ def stale(profile: str, notebooks: str | Path | None = None) -> list[str]:
     params = default_parameters(profile)
     sdir = state_dir(profile)
     index = _load_json(sdir / "cache.json", {})
-    code_hash, data_hash = package_hash(), manifests_hash(profile)
+    data_hash = manifests_hash(profile)
     out, upstream = [], []
     for src in nbs:
-        key = cache_key(src, params, data_hash, code_hash, list(upstream), declared_inputs(src, profile))
+        key = cache_key(src, params, data_hash, code_hash(src), list(upstream), declared_inputs(src, profile))
         res = results_path(profile, src.stem, Path(params["results_dir"]))
         if index.get(src.stem) != key or not (sdir / "executed" / f"{src.stem}.ipynb").is_file() or not res.is_file():
             out.append(src.stem)

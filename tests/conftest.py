@@ -61,7 +61,7 @@ def tiny_build(tmp_path_factory):
 
     import numpy as np
 
-    from reprolib import cxr, models, phantoms, preprocess, train
+    from reprolib import cxr, modelfile, models, phantoms, preprocess, train
     from reprolib.io import CTVolume, write_nifti
     from reprolib.provenance import seed_everything
 
@@ -80,19 +80,15 @@ def tiny_build(tmp_path_factory):
     h = train.fit_unet(unet, vols, train.TrainConfig(epochs=20, lr=3e-3, progress=False, max_threads=2, seed=0,
                                                       augment="none"),
                        slices_per_step=16, size=(64, 64))  # ~10 s; held-out Dice about 0.93
-    unet_sha = train.save_checkpoint(work / "unet" / "final.pt", unet)
+    unet_sha = modelfile.save_model(work / "unet" / "final.pt", unet)
     (work / "unet_checkpoint.json").write_text(json.dumps({"path": str(work / "unet" / "final.pt"),
                                                            "sha256": unet_sha, "size": [64, 64]}))
     hw = (32, 48)
     net = models.DeCoVNet(proclf_grids=models.proclf_grids_for(hw), fc_init="pytorch")
-    train.save_checkpoint(work / "decovnet_last.pt", net, metadata={
+    modelfile.save_model(work / "decovnet_last.pt", net, metadata={
         "profile": "sample", "hw": list(hw), "z_step": 2, "fc_init": "pytorch", "fold": 0, "test_case_ids": []})
     res_model = cxr.build_resnet50(4, weights="none", freeze_until=None)
-    data = cxr.state_dict_bytes(res_model)
-    (work / "cxr_resnet50.pt").write_bytes(data)
-    import hashlib
-
-    sha = hashlib.sha256(data).hexdigest()
+    sha = modelfile.save_model(work / "cxr_resnet50.pt", res_model)
     (base / "sample" / "provenance.json").write_text(json.dumps(
         {"provenance": {"git": {"commit": "0" * 40, "dirty": False}, "hardware": {"cpu_count": 2}}}))
     values = {

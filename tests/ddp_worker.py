@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from reprolib import cohort, models, train
+from reprolib import cohort, models, provenance, train
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     items, _, folds = cohort.load_classifier_cohort(args.cohort)
     tr, te = folds[0]
     hw = tuple(items[0][0].shape[-2:])
-    train.seed_everything(0)
+    provenance.seed_everything(0, deterministic=False)
     net = models.DeCoVNet(proclf_grids=models.proclf_grids_for(hw), fc_init="pytorch")
     cfg = train.TrainConfig(epochs=args.epochs, lr=1e-3, batch=args.batch, micro_batch=args.micro_batch,
                             augment="official", seed=0, device="cpu", validate_every=1, progress=False,

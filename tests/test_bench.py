@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from tinynb import write_notebook
 
 from reprolib import bench, models, runner
 from reprolib.errors import ConfigError, InputError
-from tinynb import write_notebook
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_stale_lists_what_a_run_would_execute(tmp_path, monkeypatch):
     nbs.mkdir()
     write_notebook(nbs, "01_a", 'nb.glue("v", 1)\nnb.finish()')
     write_notebook(nbs, "02_b", "# repro-inputs: bench\nnb.finish()")
-    monkeypatch.setattr(runner, "package_hash", lambda: "pinned")
+    monkeypatch.setattr(runner, "code_hash", lambda source: "pinned")
     assert runner.stale("synthetic", nbs) == ["01_a", "02_b"]
     assert runner.run("synthetic", notebooks=nbs, log_output=False, echo=lambda s: None).ok
     assert runner.stale("synthetic", nbs) == []
@@ -168,7 +168,6 @@ def test_resolution_ceiling_bounds_what_a_smaller_mask_can_agree_with():
 
 
 def test_build_ceilings_read_the_verified_preprocessing_cache(tmp_path):
-    import numpy as np
 
     from reprolib import preprocess
     from reprolib.io import CTVolume

@@ -17,7 +17,10 @@ PAYLOAD = b"covid-repro test payload\n" * 100
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-def manifest_doc(url="https://example.org/files/a%20b.txt", sha=SHA, size=len(PAYLOAD)):
+SIZE = len(PAYLOAD)
+
+
+def manifest_doc(url="https://example.org/files/a%20b.txt", sha=SHA, size=SIZE):
     return {"dataset": "toy", "title": "Toy", "citation": "Nobody (2026)", "licence": "CC0-1.0",
             "upstream": {"url": "https://example.org"},
             "files": [{"url": url, "sha256": sha, "bytes": size, "label": "healthy",

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
+from reprolib import evaluate
 from reprolib.errors import InputError
 from reprolib.evaluate import (
     average_precision,
@@ -408,3 +409,15 @@ def test_binary_report_carries_wilson_intervals_for_the_rates():
     assert (r["accuracy_ci_lo"], r["accuracy_ci_hi"]) == E.wilson_ci(3, 5)
     assert (r["sensitivity_ci_lo"], r["sensitivity_ci_hi"]) == E.wilson_ci(2, 3)
     assert (r["specificity_ci_lo"], r["specificity_ci_hi"]) == E.wilson_ci(1, 2)
+
+
+def test_dice_counts_overlap_and_refuses_other_shapes():
+    a = np.zeros((2, 3, 3), bool)
+    b = np.zeros_like(a)
+    a[0, :2, :2] = True  # 4 voxels
+    b[0, 1:, 1:] = True  # 4 voxels, 1 shared
+    assert evaluate.dice(a, b) == pytest.approx(2 * 1 / 8)
+    assert evaluate.dice(a, a) == 1.0 and evaluate.dice(b & False, a & False) == 1.0  # both empty
+    assert evaluate.dice(a.astype(np.uint8) * 3, b) == pytest.approx(0.25)  # any non-zero is in the mask
+    with pytest.raises(InputError, match="differ in shape"):
+        evaluate.dice(a, b[:1])

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from reprolib import data, runner, train
-from reprolib.errors import ConfigError
 from tinynb import write_notebook
+
+from reprolib import data, modelfile, runner
+from reprolib.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.extended]  # make test-extended (CI runs it)
@@ -117,7 +117,7 @@ def test_fetch_killed_mid_file_then_rerun_verifies(slow_server, tmp_path, monkey
         at = int(rng.integers(128 << 10, 3 << 20))  # kill once this many bytes are on disk
         parts = lambda: list(dest.parent.glob(f".{dest.name}.*.part")) if dest.parent.is_dir() else []  # noqa: E731
         proc = _start(FETCH, _env(), url, sha, str(entry.bytes), str(cache))
-        _wait_for(lambda: any(p.stat().st_size >= at for p in parts()), proc)
+        _wait_for(lambda at=at, parts=parts: any(p.stat().st_size >= at for p in parts()), proc)
         _kill(proc)
         assert not dest.exists(), "a partial download was renamed into place"
         leftover = parts()
@@ -180,7 +180,7 @@ def test_notebook_run_killed_then_rerun_completes(tiny_project, monkeypatch):
     for mode, step in (("plain", int(rng.integers(1, 10))), ("force", int(rng.integers(1, 10)))):
         marker.unlink(missing_ok=True)
         proc = _start(RUN, env, str(root / "notebooks"), mode)
-        _wait_for(lambda: _progress(marker) >= step, proc)
+        _wait_for(lambda step=step: _progress(marker) >= step, proc)
         _kill(proc)
         status = json.loads((sdir / "status.json").read_text())
         assert status["state"] == "running"  # never "ok": the run did not finish
@@ -207,7 +207,7 @@ def _train_args(cohort: Path, out: Path, epochs: int) -> list[str]:
 
 def _epoch_of(path: Path) -> int:
     try:
-        return int(train.load_checkpoint(path)["epoch"])
+        return int(modelfile.load_checkpoint(path)["epoch"])
     except Exception:  # not written yet, or being replaced this very moment
         return -1
 
@@ -228,7 +228,7 @@ def test_training_killed_resumes_to_the_uninterrupted_weights(phantom_cohort, tm
     again = subprocess.run([sys.executable, "-c", TRAIN, *_train_args(phantom_cohort, out, epochs)],
                            env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
-    a, b = train.load_checkpoint(tmp_path / "ref" / "last.pt"), train.load_checkpoint(out / "last.pt")
+    a, b = modelfile.load_checkpoint(tmp_path / "ref" / "last.pt"), modelfile.load_checkpoint(out / "last.pt")
     assert a["epoch"] == b["epoch"] == epochs
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k  # bitwise: resumed = uninterrupted

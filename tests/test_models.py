@@ -11,6 +11,7 @@ from reprolib.models import (
     Clf2DNet,
     DeCoVNet,
     UNet2D,
+    channels_last,
     count_macs,
     count_parameters,
     linearised_cam_weights,
@@ -311,3 +312,28 @@ def test_compile_variant_matches_eager():
     ref = inference_runner(net, "eager")(x)
     out = inference_runner(net, "compile")(x)
     assert torch.allclose(out, ref, atol=1e-4, rtol=0), float((out - ref).abs().max())
+
+
+def test_channels_last_keeps_values_and_parameters_and_restores_the_layout():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(2, 4, 3), nn.Flatten(1), nn.LazyLinear(2), nn.Unflatten(1, (2, 1, 1)),
+                          nn.Conv2d(2, 3, 1))  # 5D and 4D weights in one model
+    x = torch.randn(2, 2, 5, 6, 7)
+    ref = model(x)
+    params = list(model.parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with channels_last(model) as m:
+        assert m is model
+        assert model[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+        assert not model[0].weight.is_contiguous()
+        assert model[4].weight.is_contiguous(memory_format=torch.channels_last)
+        assert all(a is b for a, b in zip(params, model.parameters()))  # the optimiser still holds them
+        out = model(x)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+        out.sum().backward()
+        opt.step()
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert all(a is b for a, b in zip(params, model.parameters()))
+    assert not torch.allclose(model(x), ref)  # the step inside the block reached the parameters
+    with channels_last(model, enabled=False):
+        assert model[0].weight.is_contiguous()

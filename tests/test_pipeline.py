@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from reprolib import runner
+from reprolib import codehash, runner
 
 EXPECTED = Path(__file__).parent / "expected" / "synthetic.json"
 
@@ -52,7 +52,7 @@ def run_key() -> str:
 
     from reprolib.provenance import cpu_model
 
-    parts = [runner.package_hash()] + [p.read_text() for p in runner.list_notebooks()]
+    parts = [codehash.package_hash()] + [p.read_text() for p in runner.list_notebooks()]
     parts += [cpu_model(), platform.machine(), str(torch.get_num_threads()), torch.__version__]
     parts += [f"{v}={os.environ.get(v, '')}" for v in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
@@ -265,3 +265,25 @@ def test_second_run_from_scratch_gives_identical_results(synthetic_run, tmp_path
     finally:
         if mp is not None:
             mp.undo()
+
+
+def test_editing_a_module_reexecutes_only_the_notebooks_that_import_it(synthetic_run, monkeypatch):
+    """After the run, nothing is stale; an edit of serve.py (no notebook imports it) leaves every
+    notebook cached, an edit of models.py makes exactly the notebooks that import it stale."""
+    from reprolib import codehash
+
+    report, _, _, _ = synthetic_run
+    assert report.ok and runner.stale("synthetic") == []
+    real_read = codehash._read
+
+    def edited(name: str):
+        target = codehash.ROOT / name
+        return lambda path: real_read(path) + (b"\n# edited\n" if Path(path) == target else b"")
+
+    monkeypatch.setattr(codehash, "_read", edited("serve.py"))
+    assert runner.stale("synthetic") == []
+    monkeypatch.setattr(codehash, "_read", edited("models.py"))
+    importers = [p.stem for p in runner.list_notebooks() if codehash.ROOT / "models.py" in codehash.closure(
+        codehash.imported_names(p.read_bytes()))]
+    assert importers and runner.stale("synthetic") == importers
+    assert len(importers) < len(runner.list_notebooks())  # 01 and 10 do not run the models

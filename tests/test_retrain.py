@@ -98,13 +98,13 @@ def test_default_holdout_never_holds_a_training_image_whatever_the_seed(tmp_path
     old default (re-splitting with the profile's seed) leaks training images after ``--seed N``."""
     import json as _json
 
-    from reprolib import cxr, phantoms
+    from reprolib import cxr, cxr_sources, phantoms
     from reprolib.files import sha256_file
 
     work = tmp_path / "work"
     recs = phantoms.make_synthetic_dataset(work / "synthetic_data", ct_count=0, cxr_per_class=8, cxr_size=32)
     (work / "synthetic_records.json").write_text(_json.dumps(recs))
-    dev0, _ = cxr.profile_records("synthetic", None, work)
+    dev0, _ = cxr_sources.profile_records("synthetic", None, work)
     leaked_somewhere = False
     for seed in (0, 3, 7):
         dev = cxr.patient_split(dev0, test_frac=0.0, val_frac=0.25, seed=seed)  # as `repro run --seed N`

@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 
 import pytest
+from tinynb import write_notebook
 
 from reprolib import cli, runner
 from reprolib.errors import ConfigError
-from tinynb import write_notebook
 
 ORDER = 'with open(Path(work_dir) / "order.txt", "a") as fh:\n    fh.write("{stem}\\n")\n'
 
@@ -49,7 +49,7 @@ def test_list_and_select(nbdir):
 def test_run_order_cache_and_failure(nbdir, isolated, tmp_path, monkeypatch):
     # reprolib's own hash is covered by test_cache_key_depends_on_every_input; pin it here
     # so that editing the package while the test runs cannot invalidate the cache.
-    monkeypatch.setattr(runner, "package_hash", lambda: "pinned")
+    monkeypatch.setattr(runner, "code_hash", lambda source: "pinned")
     rep = runner.run("synthetic", notebooks=nbdir, log_output=False)
     assert rep.ok and rep.executed == ["01_first", "02_second", "03_third"]
     assert order(isolated) == ["01_first", "02_second", "03_third"]

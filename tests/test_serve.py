@@ -1,10 +1,9 @@
 """reprolib.serve: the JSON API with hostile uploads, and the web page in a real browser."""
 from __future__ import annotations
 
-import json
-
 import gzip
 import io
+import json
 import shutil
 import socket
 import threading
@@ -12,7 +11,6 @@ import time
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from reprolib import predict, serve

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from reprolib import train
+from reprolib import evaluate, modelfile, provenance
 from reprolib.errors import ChecksumError, ConfigError, InputError, VolumeError
+from reprolib.modelfile import load_checkpoint, save_checkpoint
 from reprolib.models import DeCoVNet, UNet2D
 from reprolib.train import (
     Compose,
@@ -21,21 +22,21 @@ from reprolib.train import (
     TrainConfig,
     VolumeDataset,
     affine_theta,
-    binary_auc,
     class_weights,
     fit,
     fit_unet,
-    load_checkpoint,
     make_augment,
     oversample_indices,
     predict_volumes,
-    save_checkpoint,
     segment_volume,
-    seed_everything,
     warp_volume,
 )
 
 SHAPE = (2, 8, 32, 48)
+
+
+def seed_everything(seed: int) -> None:
+    provenance.seed_everything(seed, deterministic=False)
 
 
 @pytest.fixture(autouse=True)
@@ -312,8 +313,8 @@ def test_history_roundtrip_and_auc_helpers():
     h.append(2, 0.4, 1.0, val_loss=0.3, val_auc=0.75)
     back = History.from_dict(h.to_dict())
     assert back.epoch == [1, 2] and math.isnan(back.val_auc[0]) and back.val_auc[1] == 0.75
-    assert math.isnan(binary_auc([1, 1, 1], [0.2, 0.4, 0.9]))
-    assert binary_auc([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9]) == 0.75  # 3 of 4 pairs ordered
+    assert math.isnan(evaluate.roc_auc([1, 1, 1], [0.2, 0.4, 0.9], single_class=float("nan")))
+    assert evaluate.roc_auc([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.9], single_class=float("nan")) == 0.75  # 3 of 4 pairs ordered
 
 
 def test_model_selection_rule():
@@ -405,8 +406,8 @@ def test_checkpoint_replacement_interrupted_at_any_step_stays_loadable(tmp_path,
     with torch.no_grad():
         net_b.weight.add_(1.0)
     path = tmp_path / "last.pt"
-    train.save_checkpoint(path, net_a, epoch=1)
-    real_write, real_replace = train.atomic_write, train.os.replace
+    modelfile.save_checkpoint(path, net_a, epoch=1)
+    real_write, real_replace = modelfile.atomic_write, modelfile.os.replace
     calls = {"write": 0}
 
     def write(p, fn):  # calls in save: 1 temp file, 2 two-digest sidecar, 3 final sidecar
@@ -420,14 +421,14 @@ def test_checkpoint_replacement_interrupted_at_any_step_stays_loadable(tmp_path,
             raise KeyboardInterrupt("killed")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(train, "atomic_write", write)
-    monkeypatch.setattr(train.os, "replace", replace)
+    monkeypatch.setattr(modelfile, "atomic_write", write)
+    monkeypatch.setattr(modelfile.os, "replace", replace)
     with pytest.raises(KeyboardInterrupt):
-        train.save_checkpoint(path, net_b, epoch=2)
+        modelfile.save_checkpoint(path, net_b, epoch=2)
     monkeypatch.undo()
-    ck = train.load_checkpoint(path)  # verified against the sidecar
+    ck = modelfile.load_checkpoint(path)  # verified against the sidecar
     expect = 2 if die_at == "final sidecar" else 1
     assert ck["epoch"] == expect
     assert torch.equal(ck["model"]["weight"], (net_b if expect == 2 else net_a).weight.detach())
-    train.save_checkpoint(path, net_b, epoch=3)  # the next save cleans up: one digest again
-    assert len(train.sidecar_digests(path)) == 1 and train.load_checkpoint(path)["epoch"] == 3
+    modelfile.save_checkpoint(path, net_b, epoch=3)  # the next save cleans up: one digest again
+    assert len(modelfile.sidecar_digests(path)) == 1 and modelfile.load_checkpoint(path)["epoch"] == 3

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from reprolib import train
+from reprolib import modelfile, train
 
 pytestmark = pytest.mark.extended  # two processes per test: make test-extended (CI runs it)
 
@@ -62,7 +62,7 @@ def test_loss_and_weights_match_single_process_with_same_global_batch(runs):
         else:
             assert torch.equal(w_ddp[k], w_one[k]), k
     # the engine's checkpoints come from rank 0 only and hold those weights
-    ck = train.load_checkpoint(runs["base"] / "ddp" / "ckpt" / "last.pt")
+    ck = modelfile.load_checkpoint(runs["base"] / "ddp" / "ckpt" / "last.pt")
     assert ck["epoch"] == 2
     for k, v in ck["model"].items():
         assert torch.equal(v, w_ddp[k])

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..cxr import CXRRecord
 from ..cxr_sources import age_group, cohen_metadata
 from ..errors import InputError
-from . import Inventory
+from .inventory import Inventory
 
 DATASET = "ieee8023-covid-chestxray"
 SUBDIR = "github.com/ieee8023/covid-chestxray-dataset"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
-from . import Inventory
+from .inventory import Inventory
 
 DATASET = "covid-ct-md"
 SUBDIR = "figshare.com/COVID-CT-MD"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..cxr import CXRRecord
 from ..errors import InputError
-from . import Inventory
+from .inventory import Inventory
 
 DATASET = "kermany"
 SUBDIR = "mendeley"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..cxr import CXRRecord
 from ..errors import InputError
-from . import Inventory
+from .inventory import Inventory
 
 DATASET = "covid-19-radiography-database"
 SUBDIR = "kaggle/covid19-radiography-database"
