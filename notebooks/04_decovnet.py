@@ -34,7 +34,7 @@ results_dir = None
 from functools import partial
 from pathlib import Path
 
-from reprolib import book, cohort, config, data, evaluate, models, pages, provenance, train
+from reprolib import book, cohort, config, crossfit, data, evaluate, models, pages, provenance, train
 from reprolib.figures import classifier as fig_clf, diagrams
 
 provenance.seed_everything(seed)
@@ -175,13 +175,13 @@ cfg = train.TrainConfig(epochs=C["epochs"], lr=C["lr"], augment=C["augment"], se
                         validate_every=1)
 make = partial(models.DeCoVNet, proclf_grids=models.proclf_grids_for(C["hw"]), fc_init=C["fc_init"])
 with nb.timer("our_train_seconds"):
-    oof, hists, nets = train.cross_fit(make, items, folds, cfg)
+    oof, hists, nets = crossfit.cross_fit(make, items, folds, cfg)
 oof.to_csv(work / "decovnet_predictions.csv", index=False)
-train.save_fold_models(work, nets, items, folds, {"profile": profile, "hw": list(C["hw"]), "z_step": C["z_step"],
+crossfit.save_fold_models(work, nets, items, folds, {"profile": profile, "hw": list(C["hw"]), "z_step": C["z_step"],
                                                   "fc_init": C["fc_init"]})
 
 # %% tags=["remove-input"]
-ours = pages.trained_decovnet(nb, oof, train.predict_folds(nets, items, folds, bn_eval=False), seed)
+ours = pages.trained_decovnet(nb, oof, crossfit.predict_folds(nets, items, folds, bn_eval=False), seed)
 nb.glue_figure("our_scores", fig_clf.score_strip(oof.p_covid, oof.label))
 nb.glue_figure("our_curves", fig_clf.training_curves(hists, ours, stats))
 pages.seed_spread(nb, {"our_roc_auc": "ROC AUC", "our_accuracy": "accuracy", "our_sensitivity": "sensitivity",

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reprolib import book, cohort, config, models, pages, provenance, train
+from reprolib import book, cohort, config, crossfit, models, pages, provenance, train
 from reprolib.figures import classifier as fig_clf
 
 provenance.seed_everything(seed)
@@ -82,7 +82,7 @@ items, cases, folds = cohort.load_classifier_cohort(work / "classifier_cohort.np
 cfg = train.TrainConfig(epochs=pages.clf2d_epochs_note(nb, C), lr=C["lr"], augment=C["augment"], seed=seed,
                         device=device, validate_every=1)
 with nb.timer("clf2d_train_seconds"):  # monitor=False: no per-epoch held-out evaluation (same weights)
-    clf_pred, _, _ = train.cross_fit(partial(models.Clf2DNet, fc_init=C["fc_init"]), items, folds, cfg, monitor=False)
+    clf_pred, _, _ = crossfit.cross_fit(partial(models.Clf2DNet, fc_init=C["fc_init"]), items, folds, cfg, monitor=False)
 both = pd.read_csv(work / "decovnet_predictions.csv").merge(
     clf_pred, on=["case_id", "label", "fold"], suffixes=("_decovnet", "_clf2d"), validate="one_to_one")
 reports = pages.side_by_side(nb, both, items, C, len(folds), seed)

@@ -35,7 +35,7 @@ results_dir = None
 import collections
 from pathlib import Path
 
-from reprolib import book, config, cxr, cxr_sources, evaluate, modelfile, pages, provenance
+from reprolib import book, config, confound, cxr, cxr_model, cxr_sources, evaluate, modelfile, pages, provenance
 from reprolib.figures import cxr as fig_cxr
 
 provenance.seed_everything(seed)
@@ -93,10 +93,10 @@ _ = cxr.save_split(work / cxr.SPLIT_FILE, dev, seed)  # `repro retrain cxr` hold
 # much of the task is source recognition. It is cross-validated by patient.
 
 # %%
-pages.confound(nb, cxr.confound_audit(dev, seed=seed))
+pages.confound(nb, confound.confound_audit(dev, seed=seed))
 adults = [r for r in dev if r.age_group == "adult"]
 has_adult_controls = len({r.label for r in adults}) > 1
-pages.adult_confound(nb, cxr.confound_audit(adults, seed=seed) if has_adult_controls else None)
+pages.adult_confound(nb, confound.confound_audit(adults, seed=seed) if has_adult_controls else None)
 
 # %% [markdown]
 # :::{table} Out-of-fold recall and one-vs-rest ROC AUC of a classifier that sees only image geometry, intensity statistics and file size (classes with a single patient cannot be cross-validated by patient and are left out).
@@ -117,7 +117,7 @@ pages.adult_confound(nb, cxr.confound_audit(adults, seed=seed) if has_adult_cont
 # ## Training
 
 # %%
-mode, reason = cxr.weights_mode(S["weights"])
+mode, reason = cxr_model.weights_mode(S["weights"])
 capped = cxr.subsample_per_class([r for r in dev if r.split == "train"], S["per_class_max"], seed=seed,
                                  keep_sources=[cxr_sources.COHEN])  # every adult image stays
 train_set = cxr.balance_by_augmentation(capped, target="covid19", seed=seed)

@@ -34,7 +34,7 @@ results_dir = None
 import json
 from pathlib import Path
 
-from reprolib import book, config, cxr, cxr_sources, modelfile, pages, provenance
+from reprolib import book, config, cxr, cxr_sources, dedup, modelfile, pages, provenance
 from reprolib.figures import cxr as fig_cxr
 
 provenance.seed_everything(seed)
@@ -49,8 +49,8 @@ trained = json.loads((Path(results_dir or config.results_dir(profile)) / "07_cxr
 
 # %%
 dev, external = cxr_sources.profile_records(profile, data_dir, work)
-pairs = cxr.find_duplicates([r.path for r in external], [r.path for r in dev], max_distance=12)
-kept, removed_table, ext_frame = cxr.removal_summary(external, pairs)
+pairs = dedup.find_duplicates([r.path for r in external], [r.path for r in dev], max_distance=12)
+kept, removed_table, ext_frame = dedup.removal_summary(external, pairs)
 pages.external_sets(nb, profile, ext_frame, removed_table, len(pairs))
 if pairs:
     nb.glue_figure("dup_pairs", fig_cxr.duplicate_pairs(pairs))

@@ -163,10 +163,10 @@ def job_resnet50(batch: int = 16, size: int = 224, variants: Sequence[str] = ("j
                  repeats: int = 3, device: str = "cpu") -> dict[str, Any]:
     """ResNet-50 (4 classes) on ``batch`` images of ``size``²: seconds per image by variant."""
     torch, dev, sync = _device_setup(device, threads)
-    from . import cxr
+    from . import cxr_model
 
     torch.manual_seed(0)
-    net = cxr.build_resnet50(4, weights="none", freeze_until=None).eval().to(dev)
+    net = cxr_model.build_resnet50(4, weights="none", freeze_until=None).eval().to(dev)
     x = torch.rand(int(batch), 3, int(size), int(size), device=dev)
     res: dict[str, Any] = {"batch": int(batch), "size": int(size), "per": "image"}
     _net_job(res, net, x, variants, repeats, sync, per=int(batch))
@@ -236,7 +236,7 @@ def matmul_peak_gflops(threads: int = 2, device: str = "cpu", n: int = 2048, rep
 
 def resolution_ceiling(mask, size: Sequence[int], batch: int = 16) -> float:
     """Dice of a (T, H, W) {0, 1} mask with itself after the fast U-Net path's resampling: each
-    slice resized to ``size`` (bilinear, antialiased, as :func:`reprolib.train.segment_volume`
+    slice resized to ``size`` (bilinear, antialiased, as :func:`reprolib.segment.segment_volume`
     resizes its input), back to (H, W) bilinearly (as it resizes the logits) and thresholded at
     0.5. The most any mask computed at ``size`` can agree with one computed at full size."""
     import numpy as np
@@ -272,7 +272,7 @@ def job_pipeline(volume_npy: str, spacing_mm: Sequence[float], threads: int = 2,
 
     torch, dev, sync = _device_setup(device, threads)
     # everything predict_ct imports, imported before the clock starts for any speed
-    from . import cohort, evaluate, io, localize, models, predict, preprocess, scans, train  # noqa: F401
+    from . import cohort, evaluate, io, localize, models, predict, preprocess, scans, segment, train  # noqa: F401
 
     torch.manual_seed(0)
     unet = models.UNet2D().eval().to(dev)

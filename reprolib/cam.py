@@ -1,7 +1,7 @@
 """Class activation maps: a weighted sum of feature maps, and Grad-CAM's weights.
 
 One rule serves both networks: the chest CT classifier's 3D maps (:mod:`reprolib.localize`,
-features ``(C, D, h, w)``) and the chest X-ray ResNet-50's 2D maps (:func:`reprolib.cxr.grad_cam`,
+features ``(C, D, h, w)``) and the chest X-ray ResNet-50's 2D maps (:func:`reprolib.cxr_cam.grad_cam`,
 features ``(C, h, w)``).
 """
 from __future__ import annotations

@@ -135,10 +135,10 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from . import cohort, models, provenance, train
+    from . import cohort, distributed, models, provenance, train, volume_data
     from .errors import ConfigError
 
-    ctx = train.init_distributed(args.device)
+    ctx = distributed.init_distributed(args.device)
     items, _, folds = cohort.load_classifier_cohort(args.cohort)
     if args.fold == "all":
         tr, te = list(range(len(items))), []
@@ -157,8 +157,8 @@ def _cmd_train(args) -> int:
                             augment=args.augment, seed=args.seed, device=args.device,
                             validate_every=args.validate_every, checkpoint_dir=args.out,
                             progress=not args.no_progress and ctx.is_main)
-    val = train.VolumeDataset([items[i] for i in te]) if te else None
-    hist = train.fit(net, train.VolumeDataset([items[i] for i in tr]), val, cfg)
+    val = volume_data.VolumeDataset([items[i] for i in te]) if te else None
+    hist = train.fit(net, volume_data.VolumeDataset([items[i] for i in tr]), val, cfg)
     if ctx.is_main:
         from .files import atomic_write_text
 

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from . import evaluate
+from . import evaluate, segment
 from .book import atomic_write_text
 
 
@@ -329,7 +329,7 @@ def real_classifier_cohort(index: pd.DataFrame, unet: Any, hw: tuple[int, int] =
     """Classifier inputs of the preprocessed volumes of notebook 02, with U-Net lung masks.
 
     Every row of ``index`` (:func:`load_index`) is loaded (:func:`load_preprocessed`),
-    segmented slice by slice with ``unet`` (:func:`reprolib.train.segment_volume`,
+    segmented slice by slice with ``unet`` (:func:`reprolib.segment.segment_volume`,
     in-plane size ``unet_size``) and turned into :func:`classifier_input`. Label 1 =
     ``covid19``, 0 = anything else. Volumes whose U-Net mask is empty are skipped and
     listed in the table with ``used=False``.
@@ -342,13 +342,13 @@ def real_classifier_cohort(index: pd.DataFrame, unet: Any, hw: tuple[int, int] =
     """
     from tqdm.auto import tqdm
 
-    from . import preprocess, train
+    from . import preprocess
 
     items, rows = [], []
     for row in tqdm(list(index.itertuples(index=False)), desc="U-Net masks", disable=not progress):
         pre = load_preprocessed(row.npz)
         t0 = time.perf_counter()
-        mask = train.segment_volume(unet, pre["ct_u8"], batch=8, size=unet_size)
+        mask = segment.segment_volume(unet, pre["ct_u8"], batch=8, size=unet_size)
         seconds = time.perf_counter() - t0
         label = int(row.target)
         dz, dy, dx = (float(v) for v in pre["spacing_mm"])
@@ -551,19 +551,18 @@ def score_unet(unet: Any, held: pd.DataFrame, size: tuple[int, int] | None = Non
     """Segment every held-out volume with the U-Net and compare with its pseudo-label.
 
     For each row of ``held`` (columns ``case_id``, ``npz``; ``lung_mask`` when ``exact_lungs``)
-    the windowed 1 mm CT goes through :func:`reprolib.train.segment_volume` (``batch`` slices
+    the windowed 1 mm CT goes through :func:`reprolib.segment.segment_volume` (``batch`` slices
     at a time, working size ``size``). Returns ``(scores, shown)``: ``scores`` indexed by
     ``case_id`` with ``slices``, ``Dice`` and ``IoU`` against the pseudo-label (lung > 0),
     ``seconds`` (wall time of the segmentation) and ``seconds_per_slice``, plus
     ``Dice vs exact lungs`` (:func:`phantom_lungs_1mm`) when ``exact_lungs``; ``shown`` holds
     ``(case_id, ct_u8, pseudo, pred)`` per volume, arrays (T, H, W) uint8."""
-    from . import train
 
     rows, shown = [], []
     for row in held.itertuples():
         pre = load_preprocessed(row.npz)
         t0 = time.perf_counter()
-        pred = train.segment_volume(unet, pre["ct_u8"], batch=batch, size=size)
+        pred = segment.segment_volume(unet, pre["ct_u8"], batch=batch, size=size)
         seconds = time.perf_counter() - t0
         pseudo = pre["lung_mask"]
         inter = np.logical_and(pred > 0, pseudo > 0).sum()

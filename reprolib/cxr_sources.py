@@ -152,7 +152,8 @@ def same_pictures(candidates: Sequence[str | Path], references: Sequence[str | P
     stores Hannover pictures as 2000 px centre crops of the originals the Hannover PNGs downscale)."""
     import numpy as np
 
-    from .cxr import PHASH_SIZE, _hash_bits, hamming_matrix, load_cxr
+    from .cxr import load_cxr
+    from .dedup import PHASH_SIZE, _hash_bits, hamming_matrix
 
     if not candidates or not references:
         return set()

@@ -634,7 +634,7 @@ def bf16_native(device: str = "cpu") -> tuple[bool, str]:
 def resnet50(n_classes: int = 4, *, before_head: Callable[[nn.Module], object] | None = None) -> nn.Module:
     """torchvision's ResNet-50, randomly initialised, with a new ``n_classes``-way ``fc`` head
     (the chest X-ray network). ``before_head(net)`` runs on the 1000-class network before its
-    head is replaced (:func:`reprolib.cxr.build_resnet50` loads ImageNet weights there).
+    head is replaced (:func:`reprolib.cxr_model.build_resnet50` loads ImageNet weights there).
     Input ``(N, 3, H, W)`` -> logits ``(N, n_classes)``."""
     from torchvision.models import resnet50 as tv_resnet50  # torchvision is slow to import
 
@@ -753,3 +753,32 @@ def inference_runner(model: nn.Module, variant: str = "jit",
         with torch.no_grad():
             return traced(x)
     return run_jit
+
+
+class BatchNormSnapshot:
+    """Save BatchNorm running statistics on entry and restore them on exit."""
+
+    def __init__(self, model: nn.Module, active: bool):
+        self.model = model
+        self.active = active
+
+    def __enter__(self) -> None:
+        if self.active:
+            self._saved = {n: b.detach().clone() for n, b in self.model.named_buffers()}
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.active:
+            with torch.no_grad():
+                for n, b in self.model.named_buffers():
+                    b.copy_(self._saved[n])
+
+
+def set_eval_mode(model: nn.Module, bn_eval: bool) -> nn.Module:
+    """``model.eval()``, then BatchNorm in batch-statistics mode when ``bn_eval`` is False."""
+    return set_bn_eval(model.eval(), bn_eval)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without any)."""
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")

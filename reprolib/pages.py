@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import evaluate, models, paper_values, train
+from . import augment, evaluate, models, paper_values, train
 from .book import Notebook, plural
 
 # --------------------------------------------------------------------------- chapter 04
@@ -100,7 +100,7 @@ def classifier_settings(nb: Notebook, C: dict[str, Any]) -> None:
     nb.glue("train_epochs", int(C["epochs"]))
     nb.glue("train_batch", int(train.TrainConfig().batch))
     nb.glue("augment", str(C["augment"]))
-    seed_aug = train.SeedAugment()
+    seed_aug = augment.SeedAugment()
     nb.glue("aug_crop_min", seed_aug.crop_scale[0])
     nb.glue("aug_rotation_deg", seed_aug.degrees)
     nb.glue("aug_flip_p", seed_aug.flip_p)

@@ -256,7 +256,7 @@ def predict_cxr(model, image_path: str | Path, card: CXRModelCard, out_dir: str 
     """
     import torch
 
-    from . import cxr
+    from . import cxr, cxr_cam
     from .files import atomic_write_bytes, atomic_write_text
 
     t0 = time.perf_counter()
@@ -268,8 +268,8 @@ def predict_cxr(model, image_path: str | Path, card: CXRModelCard, out_dir: str 
         probs = torch.softmax(model(x[None]), dim=1)[0].double().numpy()
     probs = probs / probs.sum()
     k = int(np.argmax(probs))
-    heat = cxr.grad_cam(model, x, k)
-    png = _png_bytes(cxr.overlay(img.resize((card.size, card.size)), heat))
+    heat = cxr_cam.grad_cam(model, x, k)
+    png = _png_bytes(cxr_cam.overlay(img.resize((card.size, card.size)), heat))
     out = {"file": image_path.name, "probabilities": {c: float(p) for c, p in zip(card.classes, probs)},
            "prediction": card.classes[k], "heatmap_png": png, "seconds": time.perf_counter() - t0}
     if out_dir is not None:
@@ -348,7 +348,7 @@ def predict_ct(unet, decovnet, path: str | Path, card: CTModelCard, out_dir: str
     """
     import torch
 
-    from . import cohort, io, localize, models, preprocess, scans, train
+    from . import cohort, io, localize, models, preprocess, scans, segment
     from .files import atomic_write_text
 
     if speed not in SPEEDS:
@@ -373,7 +373,7 @@ def predict_ct(unet, decovnet, path: str | Path, card: CTModelCard, out_dir: str
     size = tuple(how["size"]) if how["size"] else None
     runner = None if how["variant"] == "eager" else models.inference_runner(
         unet, how["variant"], example=torch.zeros(1, 1, *(size or ct_u8.shape[1:]), device=dev))
-    lung = train.segment_volume(unet, ct_u8, batch=how["batch"], size=size, runner=runner)
+    lung = segment.segment_volume(unet, ct_u8, batch=how["batch"], size=size, runner=runner)
     secs["unet"] = time.perf_counter() - t0
     if not lung.any():
         raise InputError(path, "the U-Net found no lung in this volume (is it a chest CT?)")

@@ -114,17 +114,17 @@ def fine_tune(model, records: Sequence, *, size: int, epochs: int = 2, batch: in
     learning rates, COVID-only contrast augmentation), ``epochs`` passes over ``records``."""
     import torch
 
-    from . import cxr
+    from . import cxr, cxr_model
 
     gen = cxr.seeded(seed)
     cand = copy.deepcopy(model)
     for p in cand.parameters():
         p.requires_grad_(True)
-    cxr.freeze_stages(cand, freeze_until)
+    cxr_model.freeze_stages(cand, freeze_until)
     aug = cxr.ClassTargetedContrast("covid19", p=0.5, generator=gen)
     ds = cxr.CXRDataset(list(records), transform=cxr.build_transforms(size, train=True), augment=aug)
     loader = cxr.make_loader(ds, batch_size=batch, shuffle=True, seed=seed)
-    opt = torch.optim.Adam(cxr.param_groups(cand, lrs))
+    opt = torch.optim.Adam(cxr_model.param_groups(cand, lrs))
     for _ in range(int(epochs)):
         cxr.train_epoch(cand, loader, opt, device, progress=False)
     return cand.eval()

@@ -3,24 +3,16 @@
 Contents
 --------
 * :class:`TrainConfig` — every training knob, with the spec's defaults.
-* Volume augmentation (spec §5 "Augmentation", §4 for the U-Net): small callables
-  on a ``(C, T, H, W)`` float32 tensor, channel 0 = CT / 255, channel 1 = lung mask.
-  One random draw per volume (:meth:`sample` with a ``torch.Generator``), applied
-  identically to every slice (:meth:`apply`); geometric transforms are one
-  ``affine_grid``/``grid_sample`` call with the T slices as channels (no Python loop);
-  the mask is resampled with nearest neighbour (stays {0, 1}); intensity changes touch
-  the CT channel only. :class:`OfficialAugment`, :class:`SeedAugment`,
-  :class:`IntensityAugment`, :class:`Compose`, :func:`make_augment`.
-* :class:`VolumeDataset`, :func:`oversample_indices`.
 * :func:`fit` (whole-volume classifiers), :func:`fit_unet` (2D U-Net on slabs of
   slices), both resumable from ``checkpoint_dir/last.pt`` with bitwise-identical
-  results on CPU, returning a :class:`History`.
-* Data-parallel training under ``torchrun`` (:func:`init_distributed`,
-  :func:`dist_context`): when a process group is initialised, both fits wrap the
-  model in ``DistributedDataParallel`` (gloo on CPU, NCCL on GPUs) and a
-  ``DistributedSampler`` gives every rank its share of each *global* batch.
-* :func:`predict_volumes`, :func:`segment_volume`.
+  results on CPU, returning a :class:`History`; :func:`predict_volumes`.
 * Checkpoints (``best.pt``, ``last.pt``) are model files of :mod:`reprolib.modelfile`.
+
+Around it: :mod:`reprolib.augment` (volume augmentation), :mod:`reprolib.volume_data`
+(datasets, class balance), :mod:`reprolib.distributed` (``torchrun``: when a process group
+is initialised, both fits wrap the model in ``DistributedDataParallel`` and every rank takes
+its share of each *global* batch), :mod:`reprolib.segment` (U-Net slabs and whole-volume
+segmentation) and :mod:`reprolib.crossfit` (patient-level folds).
 
 Randomness
 ----------
@@ -40,7 +32,7 @@ Under DDP with ``W`` ranks a ``DistributedSampler`` gives each rank ``batch / W`
 them (positions ``rank, rank + W, ...`` of the step) and DDP averages the gradients.
 BatchNorm normalises each micro-batch with its own statistics; after every step the
 ranks' running-statistics updates are composed as one process applying rank 0's,
-then rank 1's, ... micro-batches would have (:func:`_merged_batchnorm`), so all
+then rank 1's, ... micro-batches would have (:func:`merged_batchnorm`), so all
 ranks hold identical weights and buffers. With ``micro_batch = 1`` the gradients
 equal those of a single-process run with the same ``batch`` (up to summation
 order); with ``batch = W`` as well (one volume per rank and step, the official
@@ -54,20 +46,34 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import evaluate, provenance
-from .errors import ConfigError, InputError, ReproError, VolumeError
+from .augment import AUGMENTATIONS, IntensityAugment, make_augment
+from .distributed import (
+    DistContext,
+    all_sum,
+    barrier,
+    check_replicas,
+    dist_context,
+    gather,
+    merged_batchnorm,
+    resolve_device,
+    shard,
+    wrap_ddp,
+)
+from .errors import ConfigError
 from .modelfile import load_checkpoint, save_checkpoint
-from .models import channels_last
+from .models import BatchNormSnapshot, channels_last, model_device, set_eval_mode
+from .segment import load_pair, seg_scores, slab_indices, unet_batch, work_size
+from .volume_data import VolumeDataset, class_weights, oversample_indices
 
 __all__ = [
     "DECOVNET_LR",
@@ -75,26 +81,9 @@ __all__ = [
     "TrainConfig",
     "History",
     "step_generator",
-    "affine_theta",
-    "warp_volume",
-    "adjust_brightness",
-    "adjust_contrast",
-    "IntensityAugment",
-    "OfficialAugment",
-    "SeedAugment",
-    "Compose",
-    "make_augment",
-    "VolumeDataset",
-    "oversample_indices",
-    "class_weights",
     "fit",
     "fit_unet",
-    "DistContext",
-    "dist_context",
-    "init_distributed",
-    "check_replicas",
     "predict_volumes",
-    "segment_volume",
 ]
 
 #: Adam learning rate of the official DeCoVNet config (spec §5).
@@ -102,7 +91,6 @@ DECOVNET_LR = 1e-5
 #: Adam learning rate of the official U-Net config (spec §4).
 UNET_LR = 1e-3
 _BALANCE = ("oversample", "weighted_ce", "none")
-_AUGMENT = ("official", "seed", "none")
 # Keys of TrainConfig that must match when resuming from last.pt.
 _RESUME_MUST_MATCH = ("lr", "weight_decay", "batch", "micro_batch", "balance", "augment", "seed")
 
@@ -175,8 +163,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.balance not in _BALANCE:
             raise ConfigError(None, f"balance must be one of {_BALANCE}, got {self.balance!r}")
-        if self.augment not in _AUGMENT:
-            raise ConfigError(None, f"augment must be one of {_AUGMENT}, got {self.augment!r}")
+        if self.augment not in AUGMENTATIONS:
+            raise ConfigError(None, f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
         if int(self.epochs) < 0 or int(self.batch) < 1 or int(self.validate_every) < 1:
             raise ConfigError(None, f"need epochs >= 0, batch >= 1, validate_every >= 1; got "
                                     f"{self.epochs}, {self.batch}, {self.validate_every}")
@@ -276,408 +264,13 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
 
 
-def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * float(torch.rand((), generator=gen, dtype=torch.float64))
-
-
-def _randint(gen: torch.Generator, lo: int, hi: int) -> int:
-    """Integer uniform on the closed range [lo, hi]."""
-    return int(torch.randint(int(lo), int(hi) + 1, (), generator=gen))
-
-
-def _grid_factor(gen: torch.Generator, half_range: float, step: float = 0.1) -> float:
-    """``1 + round(U(-r, r), 1)``: a factor on the 0.1 grid (official code)."""
-    k = round(_uniform(gen, -half_range, half_range) / step)
-    return round(1.0 + k * step, 10)
-
-
 # --------------------------------------------------------------- augmentation math
-
-
-def affine_theta(
-    hw: tuple[int, int],
-    angle_deg: float = 0.0,
-    translate_px: tuple[float, float] = (0.0, 0.0),
-    scale: float = 1.0,
-    shear_deg: float = 0.0,
-    hflip: bool = False,
-) -> torch.Tensor:
-    """Normalised ``affine_grid`` matrix for an image-centred affine.
-
-    The forward map (input -> output pixel, centred coordinates, x right, y down) is
-    ``p_out = Flip · (R(angle) · Sh(shear) · S(scale) · p_in + t)``, with R counter-
-    clockwise on screen for positive angles, ``Sh = [[1, tan shear], [0, 1]]`` and
-    Flip the horizontal mirror. The returned matrix is its inverse (output -> input)
-    in ``align_corners=False`` normalised coordinates.
-
-    Returns
-    -------
-    torch.Tensor, (2, 3) float32.
-    """
-    h, w = int(hw[0]), int(hw[1])
-    a = math.radians(angle_deg)
-    c, s = math.cos(a), math.sin(a)
-    rot = np.array([[c, s], [-s, c]])
-    sh = np.array([[1.0, math.tan(math.radians(shear_deg))], [0.0, 1.0]])
-    fwd = rot @ sh * float(scale)
-    flip = np.diag([-1.0 if hflip else 1.0, 1.0])
-    t = np.asarray(translate_px, dtype=np.float64)
-    # p_out = flip (fwd p_in + t)  =>  p_in = fwd^-1 (flip p_out - t)
-    inv = np.linalg.inv(fwd)
-    a_pix = inv @ flip
-    b_pix = -inv @ t
-    n = np.diag([w / 2.0, h / 2.0])  # normalised -> centred pixels (align_corners=False)
-    n_inv = np.diag([2.0 / w, 2.0 / h])
-    theta = np.zeros((2, 3))
-    theta[:, :2] = n_inv @ a_pix @ n
-    theta[:, 2] = n_inv @ b_pix
-    return torch.as_tensor(theta, dtype=torch.float32)
-
-
-def warp_volume(x: torch.Tensor, theta: torch.Tensor, mask_channels: Sequence[int] = (1,),
-                padding_value: float = 0.0) -> torch.Tensor:
-    """Apply one 2D affine to every slice of a ``(C, T, H, W)`` volume.
-
-    The T slices are the channels of a single ``grid_sample`` call, so the same grid
-    serves all slices. Channels in ``mask_channels`` use nearest neighbour (values stay
-    in their set, e.g. {0, 1}); the others bilinear. Outside the image: 0
-    (``padding_value`` is added to and subtracted from non-mask channels).
-
-    Returns
-    -------
-    torch.Tensor, (C, T, H, W), dtype of ``x``.
-    """
-    if x.dim() != 4:
-        raise VolumeError(None, f"warp_volume needs (C, T, H, W), got shape {tuple(x.shape)}")
-    c, t, h, w = x.shape
-    grid = F.affine_grid(theta.to(x.device, torch.float32)[None], [1, 1, h, w], align_corners=False)
-    out = torch.empty_like(x)
-    for ch in range(c):  # at most 2 channels; the slice axis is vectorised
-        mode = "nearest" if ch in mask_channels else "bilinear"
-        src = x[ch][None].float()
-        if padding_value and ch not in mask_channels:
-            src = src - padding_value
-        res = F.grid_sample(src, grid, mode=mode, padding_mode="zeros", align_corners=False)[0]
-        if padding_value and ch not in mask_channels:
-            res = res + padding_value
-        out[ch] = res
-    return out
-
-
-def adjust_brightness(ct: torch.Tensor, factor: float) -> torch.Tensor:
-    """``clip(factor · ct, 0, 1)`` (PIL/torchvision brightness); ``ct`` in [0, 1]."""
-    return (ct * factor).clamp_(0.0, 1.0)
-
-
-def adjust_contrast(ct: torch.Tensor, factor: float, per_slice: bool = True) -> torch.Tensor:
-    """Blend with the mean grey level: ``clip(f · ct + (1 − f) · mean, 0, 1)``.
-
-    ``ct``: (..., H, W) in [0, 1]. ``per_slice=True`` uses each slice's own mean (as
-    torchvision applied slice by slice); ``False`` one mean for the whole tensor.
-    """
-    mean = ct.mean(dim=(-2, -1), keepdim=True) if per_slice else ct.mean()
-    return (ct * factor + (1.0 - factor) * mean).clamp_(0.0, 1.0)
 
 
 # ------------------------------------------------------------- augmentation classes
 
 
-class _Augment:
-    """Base: ``sample(gen) -> dict``; ``apply(x, params) -> x'``; ``__call__(x, gen)``."""
-
-    def sample(self, gen: torch.Generator) -> dict[str, Any]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def apply(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
-
-    def neutral(self) -> dict[str, Any]:  # pragma: no cover - abstract
-        """Parameters that leave the input unchanged."""
-        raise NotImplementedError
-
-    def __call__(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-        return self.apply(x, self.sample(gen if gen is not None else torch.Generator().manual_seed(0)))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
-
-
-def _check_vol(x: torch.Tensor) -> None:
-    if x.dim() != 4:
-        raise VolumeError(None, f"augmentation needs a (C, T, H, W) tensor, got shape {tuple(x.shape)}")
-
-
-class IntensityAugment(_Augment):
-    """Brightness then contrast on the CT channel (U-Net, spec §4; part of "official").
-
-    Draws ``brightness = 1 + round(U(−b, b), 1)`` and ``contrast = 1 + round(U(−c, c), 1)``.
-    """
-
-    def __init__(self, brightness: float = 0.5, contrast: float = 0.3, ct_channels: Sequence[int] = (0,),
-                 per_slice_mean: bool = True):
-        self.brightness = float(brightness)
-        self.contrast = float(contrast)
-        self.ct_channels = tuple(ct_channels)
-        self.per_slice_mean = bool(per_slice_mean)
-
-    def sample(self, gen: torch.Generator) -> dict[str, Any]:
-        return {"brightness": _grid_factor(gen, self.brightness), "contrast": _grid_factor(gen, self.contrast)}
-
-    def neutral(self) -> dict[str, Any]:
-        return {"brightness": 1.0, "contrast": 1.0}
-
-    def apply(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
-        _check_vol(x)
-        out = x.clone()
-        for ch in self.ct_channels:
-            ct = adjust_brightness(out[ch], params["brightness"])
-            out[ch] = adjust_contrast(ct, params["contrast"], self.per_slice_mean)
-        return out
-
-
-class OfficialAugment(_Augment):
-    """Official-code augmentation (spec §5): affine, then brightness and contrast.
-
-    Draws: rotation integer in [−10°, 10°]; translation integer px in
-    [−round(0.1·W), round(0.1·W)] × [−round(0.1·H), …] (``round(U(−0.1·W, 0.1·W))``);
-    scale ``1 + round(U(−0.2, 0.2), 1)`` ∈ {0.8, …, 1.2}; shear integer in [−10°, 10°];
-    brightness ``1 + round(U(−0.5, 0.5), 1)``; contrast ``1 + round(U(−0.3, 0.3), 1)``.
-    Bilinear for the CT, nearest for the mask; zero outside the image.
-    """
-
-    def __init__(self, degrees: int = 10, translate: float = 0.1, scale: float = 0.2, shear: int = 10,
-                 brightness: float = 0.5, contrast: float = 0.3, mask_channels: Sequence[int] = (1,),
-                 ct_channels: Sequence[int] = (0,)):
-        self.degrees = int(degrees)
-        self.translate = float(translate)
-        self.scale = float(scale)
-        self.shear = int(shear)
-        self.mask_channels = tuple(mask_channels)
-        self.intensity = IntensityAugment(brightness, contrast, ct_channels)
-        self._hw: tuple[int, int] | None = None
-
-    def sample(self, gen: torch.Generator, hw: tuple[int, int] | None = None) -> dict[str, Any]:
-        """Draw parameters; ``hw`` (H, W) bounds the translation (defaults to the last
-        volume seen, else translation is drawn as a fraction and scaled in ``apply``)."""
-        hw = hw or self._hw
-        p: dict[str, Any] = {"angle": _randint(gen, -self.degrees, self.degrees)}
-        fx, fy = _uniform(gen, -self.translate, self.translate), _uniform(gen, -self.translate, self.translate)
-        if hw is None:
-            p["translate_frac"] = (fx, fy)
-        else:
-            p["translate"] = (int(round(fx * hw[1])), int(round(fy * hw[0])))
-        p["scale"] = _grid_factor(gen, self.scale)
-        p["shear"] = _randint(gen, -self.shear, self.shear)
-        p.update(self.intensity.sample(gen))
-        return p
-
-    def neutral(self) -> dict[str, Any]:
-        return {"angle": 0, "translate": (0, 0), "scale": 1.0, "shear": 0, **self.intensity.neutral()}
-
-    def __call__(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-        _check_vol(x)
-        g = gen if gen is not None else torch.Generator().manual_seed(0)
-        return self.apply(x, self.sample(g, hw=tuple(x.shape[-2:])))
-
-    def apply(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
-        _check_vol(x)
-        h, w = x.shape[-2:]
-        if "translate" in params:
-            t = params["translate"]
-        else:
-            fx, fy = params["translate_frac"]
-            t = (int(round(fx * w)), int(round(fy * h)))
-        theta = affine_theta((h, w), params["angle"], t, params["scale"], params["shear"])
-        return self.intensity.apply(warp_volume(x, theta, self.mask_channels), params)
-
-
-class SeedAugment(_Augment):
-    """Seed-paper augmentation (spec §5), adapted to the non-square input.
-
-    Draws: centred crop of scale ``U(0.7, 1)`` with the input's aspect ratio, resized
-    back to (H, W); rotation ``U(−25°, 25°)``; horizontal flip with p = 0.5; contrast
-    factor ``U(0.5, 1.5)`` (CT only). Crop-resize, rotation and flip are composed into
-    one affine, so the volume is interpolated once.
-    """
-
-    def __init__(self, crop_scale: tuple[float, float] = (0.7, 1.0), degrees: float = 25.0,
-                 flip_p: float = 0.5, contrast: tuple[float, float] = (0.5, 1.5),
-                 mask_channels: Sequence[int] = (1,), ct_channels: Sequence[int] = (0,),
-                 per_slice_mean: bool = True):
-        self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
-        self.degrees = float(degrees)
-        self.flip_p = float(flip_p)
-        self.contrast = (float(contrast[0]), float(contrast[1]))
-        self.mask_channels = tuple(mask_channels)
-        self.ct_channels = tuple(ct_channels)
-        self.per_slice_mean = bool(per_slice_mean)
-
-    def sample(self, gen: torch.Generator) -> dict[str, Any]:
-        return {"crop_scale": _uniform(gen, *self.crop_scale),
-                "angle": _uniform(gen, -self.degrees, self.degrees),
-                "hflip": bool(_uniform(gen, 0.0, 1.0) < self.flip_p),
-                "contrast": _uniform(gen, *self.contrast)}
-
-    def neutral(self) -> dict[str, Any]:
-        return {"crop_scale": 1.0, "angle": 0.0, "hflip": False, "contrast": 1.0}
-
-    def apply(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
-        _check_vol(x)
-        h, w = x.shape[-2:]
-        # crop of scale s resized back to (H, W) = zoom by 1/s about the centre
-        theta = affine_theta((h, w), params["angle"], (0.0, 0.0), 1.0 / params["crop_scale"], 0.0,
-                             hflip=params["hflip"])
-        out = warp_volume(x, theta, self.mask_channels)
-        for ch in self.ct_channels:
-            out[ch] = adjust_contrast(out[ch], params["contrast"], self.per_slice_mean)
-        return out
-
-
-class Compose(_Augment):
-    """Chain augmentations; ``sample`` returns ``{"steps": [params, ...]}``."""
-
-    def __init__(self, *augs: _Augment):
-        self.augs = list(augs)
-
-    def sample(self, gen: torch.Generator) -> dict[str, Any]:
-        return {"steps": [a.sample(gen) for a in self.augs]}
-
-    def neutral(self) -> dict[str, Any]:
-        return {"steps": [a.neutral() for a in self.augs]}
-
-    def apply(self, x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
-        for a, p in zip(self.augs, params["steps"]):
-            x = a.apply(x, p)
-        return x
-
-
-def make_augment(name: str | None, **kwargs: Any) -> _Augment | None:
-    """``"official"`` -> :class:`OfficialAugment`, ``"seed"`` -> :class:`SeedAugment`,
-    ``"none"``/``None`` -> ``None``; ``kwargs`` go to the constructor."""
-    if name in (None, "none"):
-        return None
-    if name == "official":
-        return OfficialAugment(**kwargs)
-    if name == "seed":
-        return SeedAugment(**kwargs)
-    raise ConfigError(None, f"unknown augmentation {name!r}; choose one of {_AUGMENT}")
-
-
 # ------------------------------------------------------------------------ datasets
-
-
-def _load_array(src: Any, key: str | None) -> np.ndarray:
-    """An ndarray from an array, a tensor, a ``.npy`` or a ``.npz`` path."""
-    if isinstance(src, np.ndarray):
-        return src
-    if isinstance(src, torch.Tensor):
-        return src.detach().cpu().numpy()
-    path = Path(src)
-    if not path.is_file():
-        raise InputError(path, "volume file not found")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if isinstance(data, np.ndarray):
-                return data
-            names = list(data.keys())
-            if key is not None and key in names:
-                return data[key]
-            if len(names) == 1:
-                return data[names[0]]
-            raise VolumeError(path, f"npz holds {names}; expected key {key!r} or a single array")
-    except VolumeError:
-        raise
-    except (OSError, ValueError, EOFError) as exc:
-        raise VolumeError(path, f"unreadable volume file ({exc})") from exc
-
-
-class VolumeDataset(torch.utils.data.Dataset):
-    """Whole-volume classification items.
-
-    Parameters
-    ----------
-    items : sequence of (source, label, case_id)
-        ``source``: ndarray / tensor (2, T, H, W) float32, or a path to a ``.npy`` or
-        ``.npz`` (array under ``key``, or its only array).
-    augment : callable or None
-        An augmentation with ``sample(gen)``/``apply(x, params)`` (or any
-        ``f(x, gen)``), applied by :meth:`load` when a generator is given.
-    key : str
-        Array name inside ``.npz`` files.
-
-    ``__getitem__(i)`` returns ``(x (2, T, H, W) float32 tensor, label int, case_id)``,
-    augmented with the dataset's own ``generator`` (seed 0) when ``augment`` is set.
-    """
-
-    def __init__(self, items: Sequence[tuple[Any, int, str]], augment: Callable | None = None,
-                 key: str = "x", generator: torch.Generator | None = None):
-        self.items = [(src, int(lab), str(cid)) for src, lab, cid in items]
-        self.augment = augment
-        self.key = key
-        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    @property
-    def labels(self) -> list[int]:
-        return [lab for _, lab, _ in self.items]
-
-    @property
-    def case_ids(self) -> list[str]:
-        return [cid for _, _, cid in self.items]
-
-    def load(self, i: int, generator: torch.Generator | None = None,
-             augment: bool = True) -> tuple[torch.Tensor, int, str]:
-        """Item ``i``; augmented only when ``augment`` and a generator are given."""
-        src, lab, cid = self.items[i]
-        arr = _load_array(src, self.key)
-        where = src if isinstance(src, (str, os.PathLike)) else cid
-        if arr.ndim != 4 or arr.shape[0] != 2:
-            raise VolumeError(where, f"expected a (2, T, H, W) volume, got shape {arr.shape}")
-        x = torch.as_tensor(np.asarray(arr, dtype=np.float32))
-        if not torch.isfinite(x).all():
-            raise VolumeError(where, "volume contains NaN or infinite values")
-        if augment and self.augment is not None and generator is not None:
-            x = self.augment(x, generator)
-        return x, lab, cid
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
-        return self.load(i, self.generator)
-
-
-def oversample_indices(labels: Sequence[int], rng: np.random.Generator) -> list[int]:
-    """All indices plus random duplicates that top every class up to the largest class.
-
-    Duplicates are drawn without replacement within a class (whole extra copies first
-    when a class needs more than its own size). The result is not shuffled.
-
-    Returns
-    -------
-    list of int, length ``n_classes · max count``.
-    """
-    labels = np.asarray(labels)
-    out = list(range(len(labels)))
-    if len(labels) == 0:
-        return out
-    classes, counts = np.unique(labels, return_counts=True)
-    top = counts.max()
-    for c, n in zip(classes, counts):
-        need = int(top - n)
-        if need == 0:
-            continue
-        idx = np.flatnonzero(labels == c)
-        reps, rest = divmod(need, len(idx))
-        extra = list(np.tile(idx, reps)) + list(rng.choice(idx, size=rest, replace=False))
-        out.extend(int(i) for i in extra)
-    return out
-
-
-def class_weights(labels: Sequence[int], n_classes: int = 2) -> torch.Tensor:
-    """Inverse-frequency CE weights ``n / (K · n_c)`` (absent classes get weight 0)."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(np.float64)
-    w = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
-    return torch.as_tensor(w, dtype=torch.float32)
 
 
 # ------------------------------------------------------------------------ metrics
@@ -696,206 +289,6 @@ def _better(score: tuple[float, float], best: tuple[float, float] | None) -> boo
 
 
 # ------------------------------------------------------------------- distributed
-
-
-@dataclass(frozen=True)
-class DistContext:
-    """Where this process stands in a data-parallel run (``world == 1``: not distributed)."""
-
-    world: int = 1
-    rank: int = 0
-    local_rank: int = 0
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def dist_context() -> DistContext:
-    """The current process group's size and this process's rank (``DistContext()`` without one)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return DistContext(dist.get_world_size(), dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)))
-    return DistContext()
-
-
-def init_distributed(device: str = "auto", backend: str | None = None) -> DistContext:
-    """Join the process group that ``torchrun`` describes in the environment.
-
-    Reads ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
-    without ``WORLD_SIZE`` > 1 (a plain ``python`` run) nothing happens. The backend is
-    NCCL when the run uses CUDA (``device`` ``"cuda"``, or ``"auto"`` with a GPU),
-    gloo otherwise; on CUDA each process is pinned to GPU ``LOCAL_RANK``.
-    """
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistContext()
-    if not dist.is_initialized():
-        use_cuda = (torch.cuda.is_available() and str(device) in ("auto", "cuda")) or str(device).startswith("cuda:")
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if use_cuda:
-            torch.cuda.set_device(local)
-        dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"))
-    return dist_context()
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"`` = CUDA when available; under DDP a bare ``"cuda"`` means this rank's GPU."""
-    if device is None or str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    ctx = dist_context()
-    if dev.type == "cuda" and dev.index is None and ctx.active:
-        dev = torch.device("cuda", ctx.local_rank)
-    return dev
-
-
-def _wrap_ddp(model: nn.Module, dev: torch.device, ctx: DistContext) -> nn.Module:
-    """``DistributedDataParallel(model)`` under a process group, else ``model`` itself.
-
-    Buffers are not broadcast at every forward pass: the ranks' BatchNorm running
-    statistics are merged after each step instead (:func:`_merged_batchnorm`).
-    """
-    if not ctx.active:
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    ids = [dev.index if dev.index is not None else ctx.local_rank] if dev.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
-
-
-@contextlib.contextmanager
-def _merged_batchnorm(model: nn.Module | None, ctx: DistContext):
-    """Merge the BatchNorm running-statistics updates of all ranks over one step.
-
-    Each rank updates its running statistics with its own micro-batches (EMA with
-    momentum m: ``r ← (1 − m)·r + m·batch_stat``). The update of rank q over its
-    n_q micro-batches is affine, ``r0 → (1 − m)^n_q·r0 + c_q``; composing them in rank
-    order gives every rank the statistics one process would have after running rank
-    0's micro-batches, then rank 1's, ... Exactly a single-process run when every rank
-    makes one forward pass per step (``batch = W × micro_batch``). ``momentum=None``
-    (cumulative average) falls back to the mean over ranks.
-    """
-    mods = [] if model is None or not ctx.active else [
-        m for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_mean is not None]
-    if not mods:
-        yield
-        return
-    import torch.distributed as dist
-
-    before = [(m.running_mean.clone(), m.running_var.clone(), int(m.num_batches_tracked)) for m in mods]
-    yield
-    with torch.no_grad():
-        parts, counts = [], []
-        for m, (mean0, var0, nbt0) in zip(mods, before):
-            n = int(m.num_batches_tracked) - nbt0
-            a = (1.0 - m.momentum) ** n if m.momentum is not None else 0.0
-            parts += [m.running_mean - a * mean0, m.running_var - a * var0]
-            counts.append(n)
-        flat = torch.cat([p.reshape(-1).double() for p in parts] + [torch.tensor(counts, dtype=torch.float64,
-                                                                                 device=parts[0].device)])
-        every = [torch.empty_like(flat) for _ in range(ctx.world)]
-        dist.all_gather(every, flat)
-        off = 0
-        sizes = [m.running_mean.numel() for m in mods]
-        n_all = [e[-len(mods):].round().long().tolist() for e in every]
-        for i, (m, (mean0, var0, nbt0)) in enumerate(zip(mods, before)):
-            k = sizes[i]
-            c_mean = [e[off:off + k] for e in every]
-            c_var = [e[off + k:off + 2 * k] for e in every]
-            off += 2 * k
-            ns = [n_all[q][i] for q in range(ctx.world)]
-            if m.momentum is None:
-                mean = sum(c_mean) / ctx.world  # a = 0 above: c_q is rank q's final statistic
-                var = sum(c_var) / ctx.world
-            else:
-                keep = 1.0 - m.momentum
-                mean, var, later = mean0.double() * keep ** sum(ns), var0.double() * keep ** sum(ns), 0
-                for q in reversed(range(ctx.world)):
-                    mean = mean + c_mean[q] * keep ** later
-                    var = var + c_var[q] * keep ** later
-                    later += ns[q]
-            m.running_mean.copy_(mean.to(m.running_mean.dtype))
-            m.running_var.copy_(var.to(m.running_var.dtype))
-            m.num_batches_tracked.fill_(nbt0 + sum(ns))
-
-
-def _all_sum(values: Sequence[float], ctx: DistContext, device: torch.device) -> list[float]:
-    """Element-wise sum of ``values`` over the ranks (identity without DDP)."""
-    if not ctx.active:
-        return [float(v) for v in values]
-    import torch.distributed as dist
-
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t.cpu().tolist()
-
-
-def _gather(obj: Any, ctx: DistContext) -> list[Any]:
-    """Every rank's ``obj``, in rank order (``[obj]`` without DDP)."""
-    if not ctx.active:
-        return [obj]
-    import torch.distributed as dist
-
-    out: list[Any] = [None] * ctx.world
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def _barrier(ctx: DistContext) -> None:
-    if ctx.active:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def _shard(n: int, ctx: DistContext, pad: bool = True) -> list[int]:
-    """Positions ``0..n-1`` this rank processes: ``DistributedSampler`` without shuffling,
-    i.e. ``rank, rank + W, ...`` (padded by repeating the first positions when ``pad``
-    and ``n`` is not a multiple of ``W``, so every rank takes the same number of steps)."""
-    if not ctx.active:
-        return list(range(n))
-    if not pad:
-        return list(range(ctx.rank, n, ctx.world))
-    from torch.utils.data import DistributedSampler
-
-    return list(DistributedSampler(range(n), num_replicas=ctx.world, rank=ctx.rank, shuffle=False))
-
-
-def check_replicas(model: nn.Module, ctx: DistContext | None = None) -> float:
-    """Largest |difference| between this rank's parameters and buffers and rank 0's (0.0 without DDP).
-
-    Raises :class:`ReproError` when the replicas differ: data-parallel ranks must end
-    a step with identical weights.
-    """
-    ctx = ctx or dist_context()
-    if not ctx.active:
-        return 0.0
-    import torch.distributed as dist
-
-    with torch.no_grad():
-        flat = torch.cat([t.detach().reshape(-1).double().cpu() for t in
-                          list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]])
-    ref = flat.clone()
-    if next(model.parameters()).device.type == "cuda":
-        ref = ref.cuda()
-        dist.broadcast(ref, src=0)
-        ref = ref.cpu()
-    else:
-        dist.broadcast(ref, src=0)
-    diff = float((flat - ref).abs().max()) if flat.numel() else 0.0
-    worst = max(_gather(diff, ctx))
-    if worst != 0.0:
-        raise ReproError(f"data-parallel replicas diverged: max |weight difference| to rank 0 = {worst:.3e}")
-    return worst
 
 
 # ------------------------------------------------------------------ engine helpers
@@ -919,39 +312,6 @@ class _GlobalState:
     def __exit__(self, *exc: Any) -> None:
         torch.set_num_threads(self._threads)
         provenance.set_deterministic(self._det, warn_only=self._warn)
-
-
-class _BNSnapshot:
-    """Save BatchNorm running statistics on entry and restore them on exit."""
-
-    def __init__(self, model: nn.Module, active: bool):
-        self.model = model
-        self.active = active
-
-    def __enter__(self) -> None:
-        if self.active:
-            self._saved = {n: b.detach().clone() for n, b in self.model.named_buffers()}
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.active:
-            with torch.no_grad():
-                for n, b in self.model.named_buffers():
-                    b.copy_(self._saved[n])
-
-
-def _set_mode(model: nn.Module, bn_eval: bool) -> None:
-    """``model.eval()``, then BatchNorm in batch-statistics mode when ``bn_eval`` is False."""
-    model.eval()
-    try:
-        from .models import set_bn_eval
-    except ImportError:  # pragma: no cover - models always ships set_bn_eval
-        set_bn_eval = None
-    if set_bn_eval is not None:
-        set_bn_eval(model, bn_eval)
-    else:  # pragma: no cover
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.train(not bn_eval)
 
 
 def _progress(iterable: Iterable, enabled: bool, **kw: Any):
@@ -1043,15 +403,15 @@ def _train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainCo
         order = [order[i] for i in rng.permutation(len(order))]
         # This rank's positions in the epoch order (DistributedSampler; all of them without DDP):
         # local batch k of every rank together form global batch k.
-        mine = _shard(len(order), ctx)
+        mine = shard(len(order), ctx)
         batches = [mine[i:i + local_batch] for i in range(0, len(mine), local_batch)]
         model.train()
         total, count = 0.0, 0
         bar = _progress(batches, show, desc=f"epoch {epoch + 1}", leave=False)
         for positions in bar:
-            with _merged_batchnorm(run.model, ctx):
+            with merged_batchnorm(run.model, ctx):
                 loss = run.step([(order[p], step_generator(cfg.seed, epoch, p)) for p in positions])
-            loss_sum, n = _all_sum([loss * len(positions), len(positions)], ctx, _model_device(model))
+            loss_sum, n = all_sum([loss * len(positions), len(positions)], ctx, model_device(model))
             total += loss_sum
             count += int(n)
             if show:
@@ -1087,7 +447,7 @@ def _train_loop(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainCo
             save_checkpoint(last_path, model, optimizer, n_done,
                             metadata(n_done, {"best_score": best_json, "rng": _rng_state(),
                                               "select_key": run.select_key}), tensors)
-        _barrier(ctx)  # no rank runs ahead of the checkpoint rank 0 is writing
+        barrier(ctx)  # no rank runs ahead of the checkpoint rank 0 is writing
     if ckpt_dir is not None and best_path.is_file():
         history.best_path = str(best_path)
     if ctx.active:
@@ -1156,16 +516,16 @@ def _logits_over(model: nn.Module, dataset: Any, device: torch.device, bn_eval: 
     With an active ``ctx`` every rank runs its share (``rank, rank + W, ...``) and the
     results are gathered back into dataset order on every rank."""
     if ctx is not None and ctx.active:
-        mine = _shard(len(dataset), ctx, pad=False)
-        parts = _gather((mine, _logits_over(model, _Subset(dataset, mine), device, bn_eval, progress)), ctx)
+        mine = shard(len(dataset), ctx, pad=False)
+        parts = gather((mine, _logits_over(model, _Subset(dataset, mine), device, bn_eval, progress)), ctx)
         inv = np.argsort([p for pos, _ in parts for p in pos], kind="stable")
         ids = [c for _, r in parts for c in r[2]]
         return (np.concatenate([r[0] for _, r in parts])[inv], torch.cat([r[1] for _, r in parts])[inv],
                 [ids[i] for i in inv], np.concatenate([r[3] for _, r in parts])[inv])
     was_training = model.training
     ys, outs, ids, secs = [], [], [], []
-    with _BNSnapshot(model, active=not bn_eval), torch.inference_mode():
-        _set_mode(model, bn_eval)
+    with BatchNormSnapshot(model, active=not bn_eval), torch.inference_mode():
+        set_eval_mode(model, bn_eval)
         try:
             for i in _progress(range(len(dataset)), progress, desc="predict", leave=False):
                 x, y, cid = _load_item(dataset, i, None, augment=False)
@@ -1196,15 +556,10 @@ def predict_volumes(model: nn.Module, dataset: Any, bn_eval: bool = True, device
     y : ndarray (N,) int64; p_covid : ndarray (N,) float64 in [0, 1];
     case_ids : list of str; seconds_per_volume : ndarray (N,) float64.
     """
-    dev = _resolve_device(device) if device is not None else _model_device(model)
+    dev = resolve_device(device) if device is not None else model_device(model)
     y, logits, ids, secs = _logits_over(model, dataset, dev, bn_eval, progress)
     p = torch.softmax(logits.double(), dim=1)[:, positive].numpy() if len(y) else np.zeros(0)
     return y, p, ids, secs
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def _start(model: nn.Module, cfg: TrainConfig, lr: float, dev: torch.device
@@ -1215,7 +570,7 @@ def _start(model: nn.Module, cfg: TrainConfig, lr: float, dev: torch.device
     model.to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
     ctx = dist_context()
-    return optimizer, ctx, _wrap_ddp(model, dev, ctx)
+    return optimizer, ctx, wrap_ddp(model, dev, ctx)
 
 
 def _stepper(optimizer: torch.optim.Optimizer, net: nn.Module, micro_batch: int | None,
@@ -1252,7 +607,7 @@ def fit(model: nn.Module, train_set: Any, val_set: Any | None, cfg: TrainConfig,
     loss
         ``"ce"`` or ``f(logits (B, K), target (B,)) -> scalar``.
     """
-    dev = _resolve_device(cfg.device)
+    dev = resolve_device(cfg.device)
     lr = DECOVNET_LR if cfg.lr is None else float(cfg.lr)
     labels = _dataset_labels(train_set)
     if not labels:
@@ -1296,73 +651,6 @@ def fit(model: nn.Module, train_set: Any, val_set: Any | None, cfg: TrainConfig,
 # ------------------------------------------------------------------------ U-Net fit
 
 
-def _load_pair(src: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(ct_u8 (T,H,W) uint8, mask (T,H,W) uint8) from a pair or an npz path."""
-    if isinstance(src, (tuple, list)) and len(src) == 2:
-        ct, mask = (np.asarray(a) for a in src)
-        where = None
-    else:
-        where = Path(src)
-        if not where.is_file():
-            raise InputError(where, "U-Net training volume not found")
-        try:
-            with np.load(where, allow_pickle=False) as d:
-                names = set(d.keys())
-                ck = next((k for k in ("ct_u8", "ct") if k in names), None)
-                mk = next((k for k in ("lung_mask", "mask") if k in names), None)
-                if ck is None or mk is None:
-                    raise VolumeError(where, f"npz needs 'ct_u8' and 'lung_mask' arrays, has {sorted(names)}")
-                ct, mask = d[ck], d[mk]
-        except VolumeError:
-            raise
-        except (OSError, ValueError, EOFError) as exc:
-            raise VolumeError(where, f"unreadable U-Net volume ({exc})") from exc
-    if ct.ndim != 3 or ct.shape != mask.shape:
-        raise VolumeError(where, f"need CT and mask of equal (T, H, W) shape, got {ct.shape} and {mask.shape}")
-    if ct.dtype != np.uint8:
-        raise VolumeError(where, f"CT must be windowed uint8, got {ct.dtype}")
-    return ct, mask
-
-
-def _slab(n: int, slab: tuple[float, float]) -> np.ndarray:
-    lo, hi = int(slab[0] * n), int(slab[1] * n)
-    if hi <= lo:
-        lo, hi = 0, n
-    return np.arange(lo, hi)
-
-
-def _unet_batch(ct: np.ndarray, mask: np.ndarray, z: np.ndarray, size: tuple[int, int] | None,
-                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Slices ``z`` as ``(n, 1, h, w)`` CT/255 float32 and ``(n, h, w)`` int64 targets."""
-    x = torch.from_numpy(np.ascontiguousarray(ct[z])).to(device=device, dtype=torch.float32)[:, None] / 255.0
-    m = torch.from_numpy(np.ascontiguousarray(mask[z]) > 0).to(device)[:, None].float()
-    if size is not None and tuple(size) != tuple(x.shape[-2:]):
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        m = F.interpolate(m, size=size, mode="nearest-exact")
-    return x, m[:, 0].long()
-
-
-def _work_size(shape_hw: tuple[int, int], size: tuple[int, int] | None, downsample: int) -> tuple[int, int] | None:
-    if size is not None:
-        return (int(size[0]), int(size[1]))
-    if downsample and downsample > 1:
-        return (shape_hw[0] // downsample, shape_hw[1] // downsample)
-    return None
-
-
-def _seg_scores(pred: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-    """(mIoU over classes {0, 1}, Dice of class 1) for one volume."""
-    ious = []
-    for c in (0, 1):
-        p, t = pred == c, target == c
-        union = (p | t).sum().item()
-        ious.append((p & t).sum().item() / union if union else 1.0)
-    p, t = pred == 1, target == 1
-    denom = p.sum().item() + t.sum().item()
-    dice = 2.0 * (p & t).sum().item() / denom if denom else 1.0
-    return float(np.mean(ious)), float(dice)
-
-
 def fit_unet(model: nn.Module, volumes: Sequence[Any], cfg: TrainConfig, slices_per_step: int = 48,
              slab: tuple[float, float] = (0.20, 0.85), val_volumes: Sequence[Any] | None = None,
              size: tuple[int, int] | None = None, downsample: int = 1,
@@ -1391,7 +679,7 @@ def fit_unet(model: nn.Module, volumes: Sequence[Any], cfg: TrainConfig, slices_
     """
     if not volumes:
         raise ConfigError(None, "fit_unet needs at least one training volume")
-    dev = _resolve_device(cfg.device)
+    dev = resolve_device(cfg.device)
     lr = UNET_LR if cfg.lr is None else float(cfg.lr)
     aug = IntensityAugment() if cfg.augment != "none" else None
     ce = nn.CrossEntropyLoss()
@@ -1401,11 +689,11 @@ def fit_unet(model: nn.Module, volumes: Sequence[Any], cfg: TrainConfig, slices_
         def forward_loss(chunk: list[tuple[int, torch.Generator]]) -> torch.Tensor:
             xs, ts = [], []
             for i, gen in chunk:
-                ct, mask = _load_pair(volumes[i])
-                cand = _slab(ct.shape[0], slab)
+                ct, mask = load_pair(volumes[i])
+                cand = slab_indices(ct.shape[0], slab)
                 k = min(int(slices_per_step), len(cand))
                 pick = cand[torch.randperm(len(cand), generator=gen)[:k].numpy()]
-                x, t = _unet_batch(ct, mask, np.sort(pick), _work_size(ct.shape[1:], size, downsample), dev)
+                x, t = unet_batch(ct, mask, np.sort(pick), work_size(ct.shape[1:], size, downsample), dev)
                 if aug is not None:
                     x = aug.apply(x.transpose(0, 1), aug.sample(gen)).transpose(0, 1)
                 xs.append(x)
@@ -1415,28 +703,28 @@ def fit_unet(model: nn.Module, volumes: Sequence[Any], cfg: TrainConfig, slices_
         def validate() -> dict[str, float]:
             was_training = model.training
             losses, mious, dices = [], [], []
-            with _BNSnapshot(model, active=not cfg.bn_eval), torch.inference_mode():
-                _set_mode(model, cfg.bn_eval)
+            with BatchNormSnapshot(model, active=not cfg.bn_eval), torch.inference_mode():
+                set_eval_mode(model, cfg.bn_eval)
                 try:
-                    for v in _shard(len(val_volumes), ctx, pad=False):  # every volume without DDP
-                        ct, mask = _load_pair(val_volumes[v])
-                        z = _slab(ct.shape[0], val_slab or slab)
-                        ws = _work_size(ct.shape[1:], size, downsample)
+                    for v in shard(len(val_volumes), ctx, pad=False):  # every volume without DDP
+                        ct, mask = load_pair(val_volumes[v])
+                        z = slab_indices(ct.shape[0], val_slab or slab)
+                        ws = work_size(ct.shape[1:], size, downsample)
                         preds, targets, tot = [], [], 0.0
                         for j in range(0, len(z), chunk):
-                            x, t = _unet_batch(ct, mask, z[j:j + chunk], ws, dev)
+                            x, t = unet_batch(ct, mask, z[j:j + chunk], ws, dev)
                             logits = model(x)
                             tot += float(F.cross_entropy(logits, t, reduction="sum"))
                             preds.append(logits.argmax(1).cpu())
                             targets.append(t.cpu())
                         pred, target = torch.cat(preds), torch.cat(targets)
                         losses.append(tot / target.numel())
-                        miou, dice = _seg_scores(pred, target)
+                        miou, dice = seg_scores(pred, target)
                         mious.append(miou)
                         dices.append(dice)
                 finally:
                     model.train(was_training)
-            parts = _gather((losses, mious, dices), ctx)
+            parts = gather((losses, mious, dices), ctx)
             losses, mious, dices = ([x for part in parts for x in part[k]] for k in range(3))
             return {"val_loss": float(np.mean(losses)), "val_miou": float(np.mean(mious)),
                     "val_dice": float(np.mean(dices))}
@@ -1453,116 +741,6 @@ def fit_unet(model: nn.Module, volumes: Sequence[Any], cfg: TrainConfig, slices_
 # ------------------------------------------------------------------- segmentation
 
 
-def segment_volume(unet: nn.Module, ct_u8: np.ndarray, batch: int = 8, bn_eval: bool = True,
-                   size: tuple[int, int] | None = None, device: str | None = None,
-                   runner: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
-    """Lung mask of a windowed CT, slice by slice (spec §1 step 6).
-
-    Each batch of ``batch`` slices (CT/255, optionally resized to ``size`` with
-    antialiasing) goes through the U-Net; logits are resized back to (H, W)
-    bilinearly and the argmax is taken. ``bn_eval=False`` normalises each batch with
-    its own statistics (``batch=1`` reproduces the official per-slice behaviour);
-    running statistics are restored afterwards. ``runner`` (e.g. a frozen graph of ``unet``
-    from :func:`reprolib.models.inference_runner`, built for ``(1, 1, *size)`` inputs)
-    computes the logits instead of ``unet`` itself.
-
-    Parameters
-    ----------
-    ct_u8 : ndarray (T, H, W) uint8
-
-    Returns
-    -------
-    ndarray (T, H, W) uint8 in {0, 1}.
-    """
-    ct = np.asarray(ct_u8)
-    if ct.ndim != 3 or ct.dtype != np.uint8:
-        raise VolumeError(None, f"segment_volume needs a (T, H, W) uint8 CT, got {ct.shape} {ct.dtype}")
-    dev = _resolve_device(device) if device is not None else _model_device(unet)
-    t, h, w = ct.shape
-    out = np.empty((t, h, w), dtype=np.uint8)
-    was_training = unet.training
-    with _BNSnapshot(unet, active=not bn_eval), torch.inference_mode():
-        _set_mode(unet, bn_eval)
-        try:
-            for i in range(0, t, max(1, int(batch))):
-                x = torch.from_numpy(np.ascontiguousarray(ct[i:i + batch])).to(dev, torch.float32)[:, None] / 255.0
-                if size is not None and tuple(size) != (h, w):
-                    x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
-                logits = (runner or unet)(x).float()
-                if logits.shape[-2:] != (h, w):
-                    logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-                # argmax; for two classes a comparison (same ties: class 0), ~100x cheaper on a CPU
-                label = logits[:, 1] > logits[:, 0] if logits.shape[1] == 2 else logits.argmax(1)
-                out[i:i + batch] = label.to(torch.uint8).cpu().numpy()
-        finally:
-            unet.train(was_training)
-    return out
-
-
 # ------------------------------------------------------------------ cross-fitting
 
 
-def cross_fit(make_model: Callable[[], nn.Module], items: Sequence[tuple[Any, int, str]],
-              folds: Sequence[tuple[Sequence[int], Sequence[int]]], cfg: TrainConfig, *,
-              monitor: bool = True, bn_eval: bool | None = None,
-              ) -> tuple["pd.DataFrame", list[History], list[nn.Module]]:
-    """Train a fresh model per fold and predict that fold's held-out volumes.
-
-    No model selection: every fold's model keeps its **last** weights, so the held-out
-    volumes never influence training. With ``monitor=True`` the held-out loss and AUC
-    are recorded after each validation epoch for the learning curve only (NaN AUC when
-    the fold holds one class). Fold ``k`` initialises and trains with seed ``cfg.seed + k``.
-
-    Returns
-    -------
-    predictions : DataFrame, one row per held-out volume: ``case_id``, ``label``,
-        ``p_covid``, ``fold``, ``seconds`` (forward pass).
-    histories : one :class:`History` per fold.
-    models : the trained models, in fold order.
-    """
-
-    rows, histories, models = [], [], []
-    bn = cfg.bn_eval if bn_eval is None else bn_eval
-    for k, (tr, te) in enumerate(folds):
-        tr_items = [items[int(i)] for i in tr]
-        te_items = [items[int(i)] for i in te]
-        overlap = {c for _, _, c in tr_items} & {c for _, _, c in te_items}
-        if overlap:
-            raise ConfigError(None, f"fold {k}: cases on both sides: {sorted(overlap)[:5]}")
-        fold_cfg = replace(cfg, seed=cfg.seed + k, checkpoint_dir=(
-            None if cfg.checkpoint_dir is None else Path(cfg.checkpoint_dir) / f"fold{k}"))
-        provenance.seed_everything(fold_cfg.seed, deterministic=False)  # the fresh model's initial weights too
-        model = make_model()
-        hist = fit(model, VolumeDataset(tr_items), VolumeDataset(te_items) if monitor else None, fold_cfg)
-        y, p, ids, secs = predict_volumes(model, VolumeDataset(te_items), bn_eval=bn)
-        rows += [{"case_id": c, "label": int(yy), "p_covid": float(pp), "fold": k, "seconds": float(s)}
-                 for c, yy, pp, s in zip(ids, y, p, secs)]
-        histories.append(hist)
-        models.append(model)
-    return pd.DataFrame(rows), histories, models
-
-
-def predict_folds(nets: Sequence[nn.Module], items: Sequence[tuple[Any, int, str]],
-                  folds: Sequence[tuple[Sequence[int], Sequence[int]]], bn_eval: bool = True) -> "pd.DataFrame":
-    """Each fold's held-out volumes predicted by that fold's model (:func:`predict_volumes`);
-    ``bn_eval=False`` normalises every volume with its own batch statistics, as the official
-    test script does. Columns as :func:`cross_fit`'s predictions."""
-
-    rows = []
-    for k, (net, (_, te)) in enumerate(zip(nets, folds)):
-        y, p, ids, secs = predict_volumes(net, VolumeDataset([items[int(i)] for i in te]), bn_eval=bn_eval)
-        rows += [{"case_id": c, "label": int(yy), "p_covid": float(pp), "fold": k, "seconds": float(s)}
-                 for c, yy, pp, s in zip(ids, y, p, secs)]
-    return pd.DataFrame(rows)
-
-
-def save_fold_models(work: str | Path, nets: Sequence[nn.Module], items: Sequence[tuple[Any, int, str]],
-                     folds: Sequence[tuple[Sequence[int], Sequence[int]]], metadata: dict[str, Any]) -> None:
-    """``work/decovnet_fold{k}.pt`` for every fold (with the ids of the volumes it did not train
-    on, so that chapter 06 localises each volume with the model that never saw it) and
-    ``work/decovnet_last.pt`` (the last fold's model, used by ``repro predict``)."""
-    work = Path(work)
-    for k, net in enumerate(nets):
-        meta = {**metadata, "fold": k, "test_case_ids": [items[int(i)][2] for i in folds[k][1]]}
-        save_checkpoint(work / f"decovnet_fold{k}.pt", net, metadata=meta)
-    save_checkpoint(work / "decovnet_last.pt", nets[-1], metadata=meta)

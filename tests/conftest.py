@@ -61,7 +61,7 @@ def tiny_build(tmp_path_factory):
 
     import numpy as np
 
-    from reprolib import cxr, modelfile, models, phantoms, preprocess, train
+    from reprolib import cxr, cxr_model, modelfile, models, phantoms, preprocess, train
     from reprolib.io import CTVolume, write_nifti
     from reprolib.provenance import seed_everything
 
@@ -87,7 +87,7 @@ def tiny_build(tmp_path_factory):
     net = models.DeCoVNet(proclf_grids=models.proclf_grids_for(hw), fc_init="pytorch")
     modelfile.save_model(work / "decovnet_last.pt", net, metadata={
         "profile": "sample", "hw": list(hw), "z_step": 2, "fc_init": "pytorch", "fold": 0, "test_case_ids": []})
-    res_model = cxr.build_resnet50(4, weights="none", freeze_until=None)
+    res_model = cxr_model.build_resnet50(4, weights="none", freeze_until=None)
     sha = modelfile.save_model(work / "cxr_resnet50.pt", res_model)
     (base / "sample" / "provenance.json").write_text(json.dumps(
         {"provenance": {"git": {"commit": "0" * 40, "dirty": False}, "hardware": {"cpu_count": 2}}}))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from reprolib import cohort, models, provenance, train
+from reprolib import cohort, distributed, models, provenance, train, volume_data
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.set_num_threads(1)
-    ctx = train.init_distributed("cpu")
+    ctx = distributed.init_distributed("cpu")
     items, _, folds = cohort.load_classifier_cohort(args.cohort)
     tr, te = folds[0]
     hw = tuple(items[0][0].shape[-2:])
@@ -37,8 +37,8 @@ def main() -> None:
     cfg = train.TrainConfig(epochs=args.epochs, lr=1e-3, batch=args.batch, micro_batch=args.micro_batch,
                             augment="official", seed=0, device="cpu", validate_every=1, progress=False,
                             checkpoint_dir=args.out / "ckpt")
-    hist = train.fit(net, train.VolumeDataset([items[int(i)] for i in tr]),
-                     train.VolumeDataset([items[int(i)] for i in te]), cfg)
+    hist = train.fit(net, volume_data.VolumeDataset([items[int(i)] for i in tr]),
+                     volume_data.VolumeDataset([items[int(i)] for i in te]), cfg)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.detach().clone() for k, v in net.state_dict().items()}, args.out / f"rank{ctx.rank}.pt")
     (args.out / f"history_rank{ctx.rank}.json").write_text(json.dumps({"world": ctx.world, **hist.to_dict()}))

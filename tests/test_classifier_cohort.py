@@ -7,7 +7,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import nn
 
-from reprolib import cohort, evaluate, models, phantoms, train
+from reprolib import cohort, crossfit, evaluate, models, phantoms, train
 from reprolib.errors import ConfigError, InputError
 
 
@@ -146,13 +146,13 @@ def test_cross_fit_predicts_each_held_out_volume_once():
              for i, lab in enumerate([0, 1] * 4)]
     folds = cohort.patient_folds([c for _, _, c in items], [lab for _, lab, _ in items], 2, seed=0)
     cfg = train.TrainConfig(epochs=2, lr=1e-2, augment="none", progress=False, validate_every=1)
-    pred, hists, nets = train.cross_fit(_Mean, items, folds, cfg)
+    pred, hists, nets = crossfit.cross_fit(_Mean, items, folds, cfg)
     assert sorted(pred.case_id) == sorted(c for _, _, c in items) and len(hists) == len(nets) == 2
     assert pred.p_covid.between(0, 1).all() and set(pred.fold) == {0, 1}
-    again, _, _ = train.cross_fit(_Mean, items, folds, cfg)
+    again, _, _ = crossfit.cross_fit(_Mean, items, folds, cfg)
     np.testing.assert_array_equal(pred.p_covid, again.p_covid)  # deterministic on CPU
     with pytest.raises(ConfigError, match="both sides"):
-        train.cross_fit(_Mean, items, [(np.array([0, 1]), np.array([1, 2]))], cfg)
+        crossfit.cross_fit(_Mean, items, [(np.array([0, 1]), np.array([1, 2]))], cfg)
 
 
 def test_paired_auc_difference_is_consistent():

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from scipy import ndimage, stats
 
-from reprolib import cxr
+from reprolib import confound, cxr, cxr_cam, cxr_model, dedup
 from reprolib.errors import (
     ChecksumError,
     ConfigError,
@@ -61,7 +61,7 @@ def no_network(monkeypatch):
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return cxr.build_resnet50(n_classes=4, weights="none", freeze_until="layer3")
+    return cxr_model.build_resnet50(n_classes=4, weights="none", freeze_until="layer3")
 
 
 def make_records(spec: dict[str, list[int]], source: str = "ds") -> list[cxr.CXRRecord]:
@@ -301,7 +301,7 @@ def test_balance_by_augmentation_counts():
 
 
 def test_param_groups_learning_rates_and_membership(model):
-    groups = cxr.param_groups(model, lrs=(1e-4, 1e-3, 1e-2))
+    groups = cxr_model.param_groups(model, lrs=(1e-4, 1e-3, 1e-2))
     assert [(g["name"], g["lr"]) for g in groups] == [("layer3", 1e-4), ("layer4", 1e-3), ("fc", 1e-2)]
     ids = [{id(p) for p in g["params"]} for g in groups]
     assert ids[0] == {id(p) for p in model.layer3.parameters()}
@@ -329,12 +329,12 @@ def test_frozen_layers_get_no_gradient(model):
 
 def test_freeze_all_body_and_bad_stage(model):
     m = copy.deepcopy(model)
-    cxr.freeze_stages(m, "fc")
-    assert [g["name"] for g in cxr.param_groups(m)] == ["fc"]
-    cxr.freeze_stages(m, None)
-    assert [g["name"] for g in cxr.param_groups(m)] == ["stem+layer1+layer2", "layer3+layer4", "fc"]
+    cxr_model.freeze_stages(m, "fc")
+    assert [g["name"] for g in cxr_model.param_groups(m)] == ["fc"]
+    cxr_model.freeze_stages(m, None)
+    assert [g["name"] for g in cxr_model.param_groups(m)] == ["stem+layer1+layer2", "layer3+layer4", "fc"]
     with pytest.raises(ConfigError):
-        cxr.freeze_stages(m, "layer9")
+        cxr_model.freeze_stages(m, "layer9")
 
 
 class _Tensors(torch.utils.data.Dataset):
@@ -355,7 +355,7 @@ def test_train_epoch_and_predict_are_deterministic(model):
     results = []
     for _ in range(2):
         m = copy.deepcopy(model)
-        opt = torch.optim.SGD(cxr.param_groups(m), momentum=0.9)
+        opt = torch.optim.SGD(cxr_model.param_groups(m), momentum=0.9)
         loader = cxr.make_loader(_Tensors(), batch_size=2, shuffle=True, seed=5)
         torch.manual_seed(0)
         loss = cxr.train_epoch(m, loader, opt, "cpu", progress=False)
@@ -392,83 +392,83 @@ def _tiny_checkpoint(path: Path, seed: int = 0) -> tuple[str, dict]:
 def test_weights_url_and_filename_come_from_torchvision():
     from torchvision.models import ResNet50_Weights
 
-    assert cxr.imagenet_weights_url() == ResNet50_Weights.IMAGENET1K_V1.url
-    assert cxr.imagenet_weights_url().endswith("/models/" + WEIGHTS_NAME)
-    assert cxr.IMAGENET_SHA256.startswith("0676ba61")
+    assert cxr_model.imagenet_weights_url() == ResNet50_Weights.IMAGENET1K_V1.url
+    assert cxr_model.imagenet_weights_url().endswith("/models/" + WEIGHTS_NAME)
+    assert cxr_model.IMAGENET_SHA256.startswith("0676ba61")
 
 
 def test_resolver_accepts_correct_hash_and_rejects_wrong(tmp_path):
     ckpt = tmp_path / "cache" / WEIGHTS_NAME
     sha, _ = _tiny_checkpoint(ckpt)
-    got = cxr.resolve_imagenet_weights(cache_dirs=[tmp_path / "cache"], mirror=tmp_path / "nomirror",
+    got = cxr_model.resolve_imagenet_weights(cache_dirs=[tmp_path / "cache"], mirror=tmp_path / "nomirror",
                                        expected_sha256=sha)
     assert got == ckpt
     wrong = "0" * 64
     with pytest.raises(ChecksumError) as info:
-        cxr.resolve_imagenet_weights(cache_dirs=[tmp_path / "cache"], mirror=tmp_path / "nomirror",
+        cxr_model.resolve_imagenet_weights(cache_dirs=[tmp_path / "cache"], mirror=tmp_path / "nomirror",
                                      expected_sha256=wrong)
     msg = str(info.value)
     assert WEIGHTS_NAME in msg and wrong in msg and sha in msg
     # the real ImageNet hash rejects the tiny file too
-    with pytest.raises(ChecksumError, match=cxr.IMAGENET_SHA256):
-        cxr.resolve_imagenet_weights(cache_dirs=[tmp_path / "cache"], mirror=tmp_path / "nomirror")
+    with pytest.raises(ChecksumError, match=cxr_model.IMAGENET_SHA256):
+        cxr_model.resolve_imagenet_weights(cache_dirs=[tmp_path / "cache"], mirror=tmp_path / "nomirror")
 
 
 def test_resolver_finds_mirror_layout_and_default_dirs(tmp_path, monkeypatch):
     sha, _ = _tiny_checkpoint(tmp_path / "mirror" / WEIGHTS_REL)
-    got = cxr.resolve_imagenet_weights(cache_dirs=[], mirror=tmp_path / "mirror", expected_sha256=sha)
+    got = cxr_model.resolve_imagenet_weights(cache_dirs=[], mirror=tmp_path / "mirror", expected_sha256=sha)
     assert got == tmp_path / "mirror" / WEIGHTS_REL
     # defaults: torch hub cache ($TORCH_HOME/hub/checkpoints), $REPRO_DATA_DIR, $REPRO_DATA_MIRROR
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("REPRO_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("REPRO_DATA_MIRROR", str(tmp_path / "mirror2"))
-    paths = cxr.weight_search_paths()
+    paths = cxr_model.weight_search_paths()
     assert paths[0] == tmp_path / "torch" / "hub" / "checkpoints" / WEIGHTS_NAME
     assert tmp_path / "data" / WEIGHTS_NAME in paths
     assert paths[-1] == tmp_path / "mirror2" / WEIGHTS_REL
     sha2, _ = _tiny_checkpoint(tmp_path / "data" / WEIGHTS_NAME, seed=1)
-    assert cxr.resolve_imagenet_weights(expected_sha256=sha2) == tmp_path / "data" / WEIGHTS_NAME
+    assert cxr_model.resolve_imagenet_weights(expected_sha256=sha2) == tmp_path / "data" / WEIGHTS_NAME
 
 
 def test_missing_weights_raise_data_unavailable_with_hint(tmp_path, monkeypatch):
     monkeypatch.delenv("REPRO_DATA_MIRROR", raising=False)
     kw = dict(cache_dirs=[tmp_path / "cache"], mirror=tmp_path / "mirror")
     with pytest.raises(DataUnavailableError) as info:
-        cxr.resolve_imagenet_weights(**kw)
+        cxr_model.resolve_imagenet_weights(**kw)
     msg = str(info.value)
     assert str(tmp_path / "cache" / WEIGHTS_NAME) in msg and str(tmp_path / "mirror" / WEIGHTS_REL) in msg
-    assert "REPRO_DATA_MIRROR" in msg and str(WEIGHTS_REL) in msg and cxr.IMAGENET_SHA256 in msg
-    mode, reason = cxr.weights_mode("imagenet", **kw)
+    assert "REPRO_DATA_MIRROR" in msg and str(WEIGHTS_REL) in msg and cxr_model.IMAGENET_SHA256 in msg
+    mode, reason = cxr_model.weights_mode("imagenet", **kw)
     assert mode == "none" and "random initialisation" in reason
-    assert str(tmp_path) not in reason and cxr.IMAGENET_SHA256 in reason  # the book shows it: no machine paths
-    assert cxr.weights_mode("none")[0] == "none"
+    assert str(tmp_path) not in reason and cxr_model.IMAGENET_SHA256 in reason  # the book shows it: no machine paths
+    assert cxr_model.weights_mode("none")[0] == "none"
     with pytest.raises(ConfigError):
-        cxr.weights_mode("imagenet21k")
+        cxr_model.weights_mode("imagenet21k")
     sha, _ = _tiny_checkpoint(tmp_path / "cache" / WEIGHTS_NAME)
-    mode, reason = cxr.weights_mode("imagenet", expected_sha256=sha, **kw)
+    mode, reason = cxr_model.weights_mode("imagenet", expected_sha256=sha, **kw)
     assert mode == "imagenet" and WEIGHTS_NAME in reason
 
 
 def test_build_resnet50_loads_checkpoint_into_model(tmp_path):
     ckpt = tmp_path / WEIGHTS_NAME
     sha, state = _tiny_checkpoint(ckpt)
-    m = cxr.build_resnet50(weights="imagenet", weights_path=ckpt, expected_sha256=sha, strict=False)
+    m = cxr_model.build_resnet50(weights="imagenet", weights_path=ckpt, expected_sha256=sha, strict=False)
     assert torch.equal(m.conv1.weight, state["conv1.weight"])
     assert torch.equal(m.bn1.bias, state["bn1.bias"])
     assert m.fc.out_features == 4 and not m.conv1.weight.requires_grad
     # strict loading of a partial checkpoint, a wrong hash and a wrong shape all fail clearly
     with pytest.raises(InputError, match=WEIGHTS_NAME):
-        cxr.load_state_dict_file(m, ckpt, expected_sha256=sha, strict=True)
+        cxr_model.load_state_dict_file(m, ckpt, expected_sha256=sha, strict=True)
     with pytest.raises(ChecksumError):
-        cxr.load_state_dict_file(m, ckpt, expected_sha256="f" * 64)
+        cxr_model.load_state_dict_file(m, ckpt, expected_sha256="f" * 64)
     bad = tmp_path / "bad.pth"
     torch.save({"conv1.weight": torch.zeros(8, 3, 3, 3)}, bad)
     with pytest.raises(InputError, match="bad.pth.*do not fit"):
-        cxr.load_state_dict_file(m, bad, strict=False)
+        cxr_model.load_state_dict_file(m, bad, strict=False)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"garbage")
     with pytest.raises(InputError, match="junk.pth"):
-        cxr.load_state_dict_file(m, junk)
+        cxr_model.load_state_dict_file(m, junk)
 
 
 # ----------------------------------------------------------------------------- de-duplication
@@ -482,14 +482,14 @@ def test_phash_finds_resized_jpeg_copy_and_ignores_other(tmp_path):
     copy_path = tmp_path / "copy.jpg"
     copy_path.write_bytes(buf.getvalue())
 
-    h = {p.name: cxr.phash(p) for p in (orig, other, copy_path)}
+    h = {p.name: dedup.phash(p) for p in (orig, other, copy_path)}
     assert h["orig.png"].hash.size == 256
     assert h["orig.png"] - h["copy.jpg"] <= 12 < h["orig.png"] - h["other.png"]
 
-    pairs = cxr.find_duplicates([copy_path, other], [orig], max_distance=12)
+    pairs = dedup.find_duplicates([copy_path, other], [orig], max_distance=12)
     assert [(c, r) for c, r, _ in pairs] == [(copy_path, orig)]
     assert pairs[0][2] == h["orig.png"] - h["copy.jpg"]
-    kept, removed = cxr.deduplicate([copy_path, other], [orig])
+    kept, removed = dedup.deduplicate([copy_path, other], [orig])
     assert kept == [other] and removed == [copy_path]
 
 
@@ -506,10 +506,10 @@ def test_hamming_matrix_matches_brute_force():
     brute = np.array([[x - y for y in hb] for x in ha])
     packed_a = np.stack([np.packbits(b.ravel()) for b in bits_a])
     packed_b = np.stack([np.packbits(b.ravel()) for b in bits_b])
-    blocks = list(cxr.hamming_matrix(packed_a, packed_b, max_bytes=1000))  # forces many blocks
+    blocks = list(dedup.hamming_matrix(packed_a, packed_b, max_bytes=1000))  # forces many blocks
     assert len(blocks) > 1
     assert np.array_equal(np.concatenate([d for _, d in blocks]), brute)
-    pairs = cxr.find_duplicates(ha, hb, max_distance=12)
+    pairs = dedup.find_duplicates(ha, hb, max_distance=12)
     expected = sorted((i, j, brute[i, j]) for i, j in zip(*np.nonzero(brute <= 12)))
     got = sorted((ha.index(c), hb.index(r), d) for c, r, d in pairs)
     assert len(got) == len(expected) > 0
@@ -525,9 +525,9 @@ def test_dedup_threshold_is_inclusive(flips):
     near[np.random.default_rng(99).permutation(256)[:flips]] ^= True
     ref, cand = imagehash.ImageHash(bits), imagehash.ImageHash(near.reshape(16, 16))
     assert ref - cand == flips
-    kept, removed = cxr.deduplicate([cand], [ref], max_distance=12)
+    kept, removed = dedup.deduplicate([cand], [ref], max_distance=12)
     assert (removed == [cand]) == (flips <= 12) and (kept == [cand]) == (flips > 12)
-    pairs = cxr.find_duplicates([cand], [ref], max_distance=12)
+    pairs = dedup.find_duplicates([cand], [ref], max_distance=12)
     assert pairs == ([(cand, ref, flips)] if flips <= 12 else [])
 
 
@@ -547,7 +547,7 @@ def _confound_fixture(tmp_path, n=10):
 
 def test_image_geometry_features(tmp_path):
     recs = _confound_fixture(tmp_path, n=2)
-    df = cxr.image_geometry_features([r.path for r in recs])
+    df = confound.image_geometry_features([r.path for r in recs])
     assert list(df["width"]) == [48, 48] * 2 and list(df["height"]) == [48, 64] * 2
     assert np.allclose(df["aspect"], df["width"] / df["height"])
     assert list(df["file_bytes"]) == [os.path.getsize(r.path) for r in recs]
@@ -559,7 +559,7 @@ def test_image_geometry_features(tmp_path):
 def test_confound_audit_detects_geometry_cue(tmp_path):
     recs = _confound_fixture(tmp_path)
     ct = write_png(tmp_path / "ct.png", texture(300, 40))  # one patient only: cannot be grouped-CV'd
-    res = cxr.confound_audit(recs + [cxr.CXRRecord(ct, "not_certain", "ct_slice", "scan1", "cc-ccii")], seed=0)
+    res = confound.confound_audit(recs + [cxr.CXRRecord(ct, "not_certain", "ct_slice", "scan1", "cc-ccii")], seed=0)
     assert res["classes"] == ["healthy", "covid19"] and res["excluded_classes"] == ["not_certain"]
     assert res["n_patients"] == 20 and res["n_images"] == 20
     assert res["accuracy"] == 1.0 and res["majority_accuracy"] == 0.5
@@ -569,8 +569,8 @@ def test_confound_audit_detects_geometry_cue(tmp_path):
     rng = np.random.default_rng(0)
     labels = rng.permutation(["healthy", "covid19"] * 10)
     shuffled = [replace(r, label=str(lab)) for r, lab in zip(recs, labels)]
-    table = cxr.image_geometry_features([r.path for r in recs])
-    assert cxr.confound_audit(shuffled, seed=0, table=table)["balanced_accuracy"] < 0.9
+    table = confound.image_geometry_features([r.path for r in recs])
+    assert confound.confound_audit(shuffled, seed=0, table=table)["balanced_accuracy"] < 0.9
 
 
 # ----------------------------------------------------------------------------- Grad-CAM
@@ -579,7 +579,7 @@ def test_confound_audit_detects_geometry_cue(tmp_path):
 def test_grad_cam_shape_range_and_cam_identity(model):
     x = torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(1))
     model.train()
-    cam = cxr.grad_cam(model, x, "covid19")
+    cam = cxr_cam.grad_cam(model, x, "covid19")
     assert cam.shape == (64, 64) and cam.dtype == np.float32
     assert cam.min() >= 0.0 and cam.max() <= 1.0 and (cam.max() == 1.0 or cam.max() == 0.0)
     assert model.training  # mode restored
@@ -602,9 +602,9 @@ def test_grad_cam_shape_range_and_cam_identity(model):
 def test_overlay_shape_and_blend():
     img = texture(3, 40)
     cam = np.linspace(0, 1, 20 * 20, dtype=np.float32).reshape(20, 20)
-    out = cxr.overlay(img, cam, alpha=0.5)
+    out = cxr_cam.overlay(img, cam, alpha=0.5)
     assert out.shape == (40, 40, 3) and out.dtype == np.uint8
-    assert np.array_equal(cxr.overlay(Image.fromarray(img), cam, alpha=0.0), np.repeat(img[..., None], 3, 2))
+    assert np.array_equal(cxr_cam.overlay(Image.fromarray(img), cam, alpha=0.0), np.repeat(img[..., None], 3, 2))
     assert not np.array_equal(out[..., 0], out[..., 2])  # coloured
 
 

@@ -10,27 +10,21 @@ import torch
 from torch import nn
 
 from reprolib import evaluate, modelfile, provenance
-from reprolib.errors import ChecksumError, ConfigError, InputError, VolumeError
-from reprolib.modelfile import load_checkpoint, save_checkpoint
-from reprolib.models import DeCoVNet, UNet2D
-from reprolib.train import (
+from reprolib.augment import (
     Compose,
-    History,
     IntensityAugment,
     OfficialAugment,
     SeedAugment,
-    TrainConfig,
-    VolumeDataset,
     affine_theta,
-    class_weights,
-    fit,
-    fit_unet,
     make_augment,
-    oversample_indices,
-    predict_volumes,
-    segment_volume,
     warp_volume,
 )
+from reprolib.errors import ChecksumError, ConfigError, InputError, VolumeError
+from reprolib.modelfile import load_checkpoint, save_checkpoint
+from reprolib.models import DeCoVNet, UNet2D
+from reprolib.segment import segment_volume
+from reprolib.train import History, TrainConfig, fit, fit_unet, predict_volumes
+from reprolib.volume_data import VolumeDataset, class_weights, oversample_indices
 
 SHAPE = (2, 8, 32, 48)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from reprolib import modelfile, train
+from reprolib import distributed, modelfile, train, volume_data
 
 pytestmark = pytest.mark.extended  # two processes per test: make test-extended (CI runs it)
 
@@ -72,10 +72,10 @@ def test_batch_must_split_evenly_over_ranks(monkeypatch):
     from reprolib import models
     from reprolib.errors import ConfigError
 
-    monkeypatch.setattr(train, "dist_context", lambda: train.DistContext(world=3, rank=0))
+    monkeypatch.setattr(train, "dist_context", lambda: distributed.DistContext(world=3, rank=0))
     monkeypatch.setattr(train, "_wrap_ddp", lambda model, dev, ctx: model)
     x = torch.zeros(2, 4, 32, 48)
-    data = train.VolumeDataset([(x, 0, "a"), (x, 1, "b")])
+    data = volume_data.VolumeDataset([(x, 0, "a"), (x, 1, "b")])
     cfg = train.TrainConfig(epochs=1, batch=2, augment="none", progress=False)
     with pytest.raises(ConfigError, match="batch=2 .* multiple of the 3 data-parallel ranks"):
         train.fit(models.DeCoVNet(proclf_grids=models.proclf_grids_for((32, 48))), data, None, cfg)

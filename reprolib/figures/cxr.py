@@ -24,7 +24,7 @@ def gradcam_grid(model: Any, records: Sequence[Any], y: np.ndarray, yhat: np.nda
     ``per_class[1]`` wrongly classified images; titles give the true class and the prediction."""
     import matplotlib.pyplot as plt
 
-    from .. import cxr
+    from .. import cxr, cxr_cam
 
     present = [c for c in classes if np.any(np.asarray(y) == list(cxr.CLASSES).index(c))]
     rows = []
@@ -40,8 +40,8 @@ def gradcam_grid(model: Any, records: Sequence[Any], y: np.ndarray, yhat: np.nda
     for ax_row, entries in zip(axes, rows):
         for ax, (i, cls, kind) in zip(ax_row, entries):
             img = cxr.load_cxr(records[i].path)
-            heat = cxr.grad_cam(model, tf(img), int(yhat[i]))
-            ax.imshow(cxr.overlay(img.resize((size, size)), heat))
+            heat = cxr_cam.grad_cam(model, tf(img), int(yhat[i]))
+            ax.imshow(cxr_cam.overlay(img.resize((size, size)), heat))
             ax.set_title(f"{cls} — {kind}: predicted {cxr.CLASSES[int(yhat[i])]}", fontsize=8)
     for ax in axes.ravel():
         ax.axis("off")
