@@ -25,6 +25,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 import scipy  # noqa: E402
 
+from reprolib import crop, lungmask
 from reprolib import preprocess as pp  # noqa: E402
 from reprolib.io import CTVolume  # noqa: E402
 from reprolib.memtrace import TARGET_COPIES, MemoryTrace, copy_bytes, synthetic_chest  # noqa: E402
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         with tr.step("apply_fov", native):
             hu_fov = pp.apply_fov(hu)
         with tr.step("lung_pseudo_label", native):
-            mask_native = pp.lung_pseudo_label(hu_fov)
+            mask_native = lungmask.lung_pseudo_label(hu_fov)
         with tr.step("resample_z", one_mm):
             hu_1mm = pp.resample_z(hu_fov, args.spacing_z, 1.0, 3)
         del hu_fov
@@ -65,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         del mask_native
         out_spacing = (pp.resampled_spacing_mm(native[0], args.spacing_z, one_mm[0]),) + spacing[1:]
         with tr.step("lung_qc", one_mm):
-            qc = pp.lung_qc(mask, out_spacing)
+            qc = lungmask.lung_qc(mask, out_spacing)
         with tr.step("crop/resize", one_mm):
-            x = pp.make_decovnet_input(ct_u8, mask)
+            x = crop.make_decovnet_input(ct_u8, mask)
         del ct_u8, mask, x
     print(f"lung QC: {qc['volume_ml']:.0f} ml, {qc['n_lungs']} component(s), ok={qc['ok']}")
 

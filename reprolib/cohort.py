@@ -1,7 +1,7 @@
 """Cohort-level CT orchestration: preprocess every volume of a profile once.
 
 :func:`preprocess_cohort` reads each case of :func:`reprolib.data.ct_cases`,
-runs :func:`reprolib.preprocess.cached_preprocess` (FOV → 1 mm → window, plus
+runs :func:`reprolib.preprocess_cache.cached_preprocess` (FOV → 1 mm → window, plus
 the pseudo-label lung mask) and records, per volume, the input geometry, the
 time and the peak memory. The per-volume results are cached as verified
 ``.npz`` files; :func:`load_preprocessed` reads them back for the later
@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from . import evaluate, segment
+from . import crop, evaluate, preprocess_cache, segment
 from .book import atomic_write_text
 
 
@@ -65,7 +65,7 @@ def preprocess_cohort(cases: pd.DataFrame, cache_dir: str | Path, params: dict[s
     """
     from tqdm.auto import tqdm
 
-    from . import io, preprocess
+    from . import io, preprocess, preprocess_cache
     from .memtrace import MemoryTrace, copy_bytes
 
     rows = []
@@ -73,7 +73,7 @@ def preprocess_cohort(cases: pd.DataFrame, cache_dir: str | Path, params: dict[s
         with MemoryTrace() as whole:
             t0 = time.perf_counter()
             vol = io.read_ct(case.path)
-            res, key = preprocess.cached_preprocess(vol, cache_dir, params, measure_memory=True)
+            res, key = preprocess_cache.cached_preprocess(vol, cache_dir, params, measure_memory=True)
             seconds = time.perf_counter() - t0
         t_out = int(res["ct_u8"].shape[0])
         unit = max(copy_bytes(vol.hu.shape), copy_bytes((t_out,) + vol.hu.shape[1:]))
@@ -168,11 +168,10 @@ def load_preprocessed(npz: str | Path) -> dict[str, Any]:
     The file's key and every array's sha256 are checked; a missing or corrupt file raises
     :class:`reprolib.errors.InputError` naming it (rerun notebook 02 to rebuild it).
     """
-    from . import preprocess
     from .errors import InputError
 
     npz = Path(npz)
-    res = preprocess._load_cached(npz, npz.stem)
+    res = preprocess_cache.load_cached(npz, npz.stem)
     if res is None:
         raise InputError(npz, "missing or corrupt preprocessing cache file; rerun notebook 02")
     return res
@@ -186,7 +185,7 @@ def classifier_input(ct_u8: np.ndarray, mask: np.ndarray, hw: tuple[int, int] = 
     """DeCoVNet / 2DClfNet input of one preprocessed volume.
 
     Crops CT and lung mask to the mask's bounding box, resizes in-plane to ``hw``
-    (:func:`reprolib.preprocess.make_decovnet_input`) and keeps every ``z_step``-th
+    (:func:`reprolib.crop.make_decovnet_input`) and keeps every ``z_step``-th
     1 mm slice (``z_step=1``: the method as specified; larger steps are a stated
     CPU-budget setting of a profile).
 
@@ -199,11 +198,10 @@ def classifier_input(ct_u8: np.ndarray, mask: np.ndarray, hw: tuple[int, int] = 
     -------
     (2, ceil(T / z_step), hw[0], hw[1]) float32: CT/255 in [0, 1], mask in {0, 1}.
     """
-    from . import preprocess
 
     if int(z_step) < 1:
         raise ValueError(f"z_step must be >= 1, got {z_step!r}")
-    x = preprocess.make_decovnet_input(ct_u8, mask, tuple(hw))
+    x = crop.make_decovnet_input(ct_u8, mask, tuple(hw))
     return np.ascontiguousarray(x[:, :: int(z_step)])
 
 
@@ -221,9 +219,9 @@ def _phantom_case(i: int, job: dict[str, Any]) -> tuple[np.ndarray, int, dict[st
     res = preprocess.preprocess_ct(vol, **job["params"])
     x = classifier_input(res["ct_u8"], res["lung_mask"], job["hw"], job["z_step"])
     lesion_1mm = preprocess.resample_mask_z(np.asarray(ph.lesion_mask), res["z_factor"])
-    _, _, bbox = preprocess.crop_to_mask(res["ct_u8"], res["lung_mask"])
+    _, _, bbox = crop.crop_to_mask(res["ct_u8"], res["lung_mask"])
     sl = tuple(slice(a, b) for a, b in bbox)
-    lesion = preprocess.resize_inplane(lesion_1mm[sl], job["hw"], order=0)
+    lesion = crop.resize_inplane(lesion_1mm[sl], job["hw"], order=0)
     lesion = np.ascontiguousarray(lesion[:: job["z_step"]])
     voxel_ml = float(np.prod(ph.spacing_mm)) / 1000.0
     row = {"case_id": ph.case_id, "label": label, "finding": ph.finding, "finding_detail": ph.finding_detail,
@@ -342,7 +340,6 @@ def real_classifier_cohort(index: pd.DataFrame, unet: Any, hw: tuple[int, int] =
     """
     from tqdm.auto import tqdm
 
-    from . import preprocess
 
     items, rows = [], []
     for row in tqdm(list(index.itertuples(index=False)), desc="U-Net masks", disable=not progress):
@@ -363,7 +360,7 @@ def real_classifier_cohort(index: pd.DataFrame, unet: Any, hw: tuple[int, int] =
                 r["note"] = f"only {x.shape[1]} slice(s) after cropping: skipped"
             else:
                 items.append((x, label, row.case_id))
-                _, _, bbox = preprocess.crop_to_mask(pre["ct_u8"], mask)
+                _, _, bbox = crop.crop_to_mask(pre["ct_u8"], mask)
                 r.update(used=True, T=int(x.shape[1]),
                          **full_grid_fields(mask, bbox, pre.get("z_factor", float("nan")), pre.get("n_slices_in", -1)))
         rows.append(r)

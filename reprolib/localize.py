@@ -14,7 +14,7 @@ Chain (each step a small function; every spec constant a keyword parameter):
    |std - 0.5| < 0.05) and :func:`r3dcc` (largest 26-connected component);
    :func:`to_cam_frame` crops/resizes it like the CT.
 4. :func:`merge_candidates` (largest voxel overlap with R3dcc) and :func:`uncrop`
-   (order-0 inverse of ``preprocess.crop_to_mask`` + ``preprocess.resize_inplane``).
+   (order-0 inverse of ``crop.crop_to_mask`` + ``crop.resize_inplane``).
 5. :func:`localize` runs 1-4 and returns a :class:`LocalizationResult`.
 6. Hit metric: :func:`parse_voc_boxes`, :func:`boxes_to_volume`, :func:`mask_to_boxes`,
    :func:`gt_components`, :func:`hit_point`, :func:`is_hit`, :func:`hit_rate`,
@@ -42,10 +42,10 @@ from scipy import ndimage
 
 from . import evaluate
 from .cam import grad_cam_map, weighted_sum
+from .crop import resize_inplane
 from .errors import InputError, VolumeError
 from .evaluate import wilson_ci
 from .models import linearised_cam_weights
-from .preprocess import resize_inplane
 
 __all__ = [
     "linear_cam",
@@ -506,7 +506,7 @@ def _bbox_slices(m: np.ndarray) -> tuple[slice, ...] | None:
 def to_cam_frame(mask_full: np.ndarray, bbox: Sequence[Sequence[int]],
                  hw: tuple[int, int] = (224, 336), z_step: int = 1) -> np.ndarray:
     """Crop a full-grid mask to ``bbox`` ([min, max) per axis) and resize in-plane to ``hw``
-    with order 0, exactly as ``preprocess.crop_to_mask`` + ``resize_inplane`` treat the lung mask;
+    with order 0, exactly as ``crop.crop_to_mask`` + ``resize_inplane`` treat the lung mask;
     keep every ``z_step``-th slice like ``cohort.classifier_input``.
 
     Returns

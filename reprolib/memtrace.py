@@ -5,11 +5,11 @@ Unit: one *copy*
 One copy is the volume a step works on, stored as **int16 (2 bytes per
 voxel) at that step's working size**: S×H×W for the steps at native slice
 spacing (:func:`~reprolib.preprocess.apply_fov`,
-:func:`~reprolib.preprocess.lung_pseudo_label`), T0×H×W for the steps on the
+:func:`~reprolib.lungmask.lung_pseudo_label`), T0×H×W for the steps on the
 1 mm grid (:func:`~reprolib.preprocess.resample_z`,
 :func:`~reprolib.preprocess.window`,
 :func:`~reprolib.preprocess.resample_mask_z`,
-:func:`~reprolib.preprocess.lung_qc`, crop/resize). For a 300×512×512 volume
+:func:`~reprolib.lungmask.lung_qc`, crop/resize). For a 300×512×512 volume
 one copy is 157 MB (157,286,400 bytes). The requirement "no step holds more
 than ~3 copies of a 512×512×300 volume" is checked as: the step's peak, in
 copies of its working volume, is at most 3 (:data:`TARGET_COPIES`).

@@ -348,7 +348,7 @@ def predict_ct(unet, decovnet, path: str | Path, card: CTModelCard, out_dir: str
     """
     import torch
 
-    from . import cohort, io, localize, models, preprocess, scans, segment
+    from . import cohort, crop, io, localize, models, preprocess, scans, segment
     from .files import atomic_write_text
 
     if speed not in SPEEDS:
@@ -381,7 +381,7 @@ def predict_ct(unet, decovnet, path: str | Path, card: CTModelCard, out_dir: str
     x = cohort.classifier_input(ct_u8, lung, card.hw, card.z_step)
     if x.shape[1] < 2:
         raise InputError(path, f"only {x.shape[1]} slice(s) of lung after cropping: too few for DeCoVNet")
-    _, _, bbox = preprocess.crop_to_mask(ct_u8, lung)
+    _, _, bbox = crop.crop_to_mask(ct_u8, lung)
     features = None if how["variant"] == "eager" else models.inference_runner(  # DeCoVNet's features, frozen
         models.Features(decovnet), how["variant"],
         example=torch.zeros(1, 2, 16, *card.hw, device=next(decovnet.parameters()).device))

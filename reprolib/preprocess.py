@@ -1,16 +1,16 @@
 """DeCoVNet preprocessing (spec §2, §3 and "Crop and resize").
 
-Stages, each a small pure function (plus composable callables at the end):
+Stages, each a small pure function:
 
 1. :func:`apply_fov` — add ``fov_offset_hu`` outside a disk of radius 253 px.
 2. :func:`resample_z` — cubic spline zoom along z to 1 mm (in-plane unchanged).
 3. :func:`window` — [-1200, 600] HU to uint8.
-4. :func:`lung_pseudo_label` — unsupervised lung mask at native spacing,
-   then :func:`resample_mask_z` (order 0) to 1 mm; :func:`lung_qc`.
-5. :func:`crop_to_mask`, :func:`resize_inplane`, :func:`make_decovnet_input`.
+4. :func:`reprolib.lungmask.lung_pseudo_label` — unsupervised lung mask at native spacing,
+   then :func:`resample_mask_z` (order 0) to 1 mm; :func:`reprolib.lungmask.lung_qc`.
+5. The classifiers' crop and resize live in :mod:`reprolib.crop`.
 
-:func:`preprocess_ct` chains 1–4 and :func:`cached_preprocess` caches its
-result per volume.
+:func:`preprocess_ct` chains 1–4 and :func:`reprolib.preprocess_cache.cached_preprocess`
+caches its result per volume.
 
 Working sizes and the memory unit
 ---------------------------------
@@ -73,22 +73,18 @@ measurement of :func:`resample_z` alone: for 100 slices,
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import warnings
-import zipfile
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
 
-from . import components, config
+from . import config
+from .arrays import as_u8_mask, cast_into
 from .errors import ResourceLimitError, VolumeError
-from .files import atomic_write
 from .io import CTVolume
+from .lungmask import lung_qc, pseudo_label_with_counts
 
 if TYPE_CHECKING:
     from .memtrace import MemoryTrace
@@ -101,19 +97,11 @@ __all__ = [
     "resample_mask_z",
     "nearest_slice_index",
     "window",
-    "default_probes",
-    "lung_pseudo_label",
-    "lung_qc",
-    "crop_to_mask",
-    "resize_inplane",
-    "make_decovnet_input",
     "preprocess_ct",
     "memory_budget",
     "memory_estimate",
     "measured_preprocess",
     "memory_record",
-    "cached_preprocess",
-    "write_npz",
     "PREPROCESS_VERSION",
 ]
 
@@ -204,15 +192,6 @@ def apply_fov(
 # ---------------------------------------------------------------- z resampling
 
 
-def _cast_into(dst: np.ndarray, values: np.ndarray) -> None:
-    """Round and saturate float ``values`` into the integer (or float) ``dst``."""
-    if np.issubdtype(dst.dtype, np.integer):
-        info = np.iinfo(dst.dtype)
-        np.rint(values, out=values)
-        np.clip(values, info.min, info.max, out=values)
-    dst[...] = values
-
-
 def nearest_slice_index(n_in: int, n_out: int) -> np.ndarray:
     """Input slice of each output slice for an order-0 zoom from ``n_in`` to ``n_out`` slices.
 
@@ -290,7 +269,7 @@ def _zoom_axis0(vol: np.ndarray, factor: float, *, order: int, mode: str,
             block = np.pad(flat[:, j0:j0 + cols].astype(np.float64), ((npad, npad), (0, 0)), mode="edge")
             c = ndimage.spline_filter1d(block, order=3, axis=0, mode="nearest", output=np.float64)
             vals = w0 * c[idx[:, 0]] + w1 * c[idx[:, 1]] + w2 * c[idx[:, 2]] + w3 * c[idx[:, 3]]
-            _cast_into(out[:, j0:j0 + cols], vals)
+            cast_into(out[:, j0:j0 + cols], vals)
     elif order == 3 and mode == "nearest":
         npad = 12  # scipy pads by 12 edge values for mode "nearest" before prefiltering
         weights = _cubic_weights(s, t0, npad)
@@ -303,14 +282,14 @@ def _zoom_axis0(vol: np.ndarray, factor: float, *, order: int, mode: str,
             buf[:npad] = src[0]        # edge padding ("nearest")
             buf[npad + s:] = src[-1]
             c = ndimage.spline_filter1d(buf, order=3, axis=0, mode="nearest", output=np.float64)
-            _cast_into(out[:, j0:j0 + cols], weights @ c)
+            cast_into(out[:, j0:j0 + cols], weights @ c)
     else:
         for j0 in range(0, n, cols):
             block = flat[:, j0:j0 + cols]
             if order > 1:
                 block = block.astype(np.float64)
             vals = ndimage.zoom(block, (factor, 1), order=order, mode=mode, output=np.float64)
-            _cast_into(out[:, j0:j0 + cols], vals)
+            cast_into(out[:, j0:j0 + cols], vals)
     return out.reshape((t0,) + vol.shape[1:])
 
 
@@ -381,34 +360,13 @@ def resample_mask_z(mask: np.ndarray, factor: float, *, order: int = 0,
     A bool or uint8 {0, 1} mask is read without a copy. Memory (order 0): the
     uint8 output, 0.5 copy of the 1 mm volume, plus a bounded work block.
     """
-    m = _as_u8_mask(mask)
+    m = as_u8_mask(mask)
     if order == 0:
         return _zoom_axis0(m, factor, order=0, mode="nearest", out_dtype=np.dtype(np.uint8),
                            block_bytes=block_bytes)
     z = _zoom_axis0(m.astype(np.float32), factor, order=order, mode="nearest",
                     out_dtype=np.dtype(np.float32), block_bytes=block_bytes)
     return (z > 0.5).astype(np.uint8)
-
-
-def _as_u8_mask(mask: np.ndarray) -> np.ndarray:
-    """``(mask > 0).astype(np.uint8)`` without a copy when ``mask`` is bool or already
-    uint8 in {0, 1} (the pseudo-label's own dtype): a view then, else a new array."""
-    m = np.asarray(mask)
-    if m.dtype == bool:
-        return m.view(np.uint8)
-    if m.dtype == np.uint8 and (m.size == 0 or int(m.max()) <= 1):
-        return m
-    return (m > 0).astype(np.uint8)
-
-
-def _as_bool_mask(mask: np.ndarray) -> np.ndarray:
-    """``mask > 0`` as bool, a view (no copy) when ``mask`` is bool or uint8 in {0, 1}."""
-    m = np.asarray(mask)
-    if m.dtype == bool:
-        return m
-    if m.dtype == np.uint8 and (m.size == 0 or int(m.max()) <= 1):
-        return m.view(bool)
-    return m > 0
 
 
 # ----------------------------------------------------------------------- window
@@ -463,355 +421,7 @@ def window(hu: np.ndarray, lo: float = -1200, hi: float = 600) -> np.ndarray:
 # ---------------------------------------------------------- lung pseudo-labels
 
 
-def default_probes(h: int, w: int) -> tuple[tuple[int, int], ...]:
-    """The spec's six probe pixels (row, col) of slice 0 (spec §3 step 2)."""
-    return ((0, 0), (h - 1, 0), (h - 1, w - 1), (h - 1, w // 2), (h - 10, w // 2), (h - 55, w // 2))
-
-
-def _component_sizes(labels: np.ndarray, n: int, slice_weights: np.ndarray | None = None) -> np.ndarray:
-    """Voxel count per label (index 0 = background, set to 0), slice by slice
-    so that bincount's int64 copy of the labels stays one slice big; slice ``z``
-    counted ``slice_weights[z]`` times when given."""
-    sizes = np.zeros(n + 1, dtype=np.int64)
-    for z, sl in enumerate(labels.reshape((-1,) + labels.shape[-2:]) if labels.ndim > 2 else [labels]):
-        counts = np.bincount(sl.ravel(), minlength=n + 1)
-        sizes += counts if slice_weights is None else counts * int(slice_weights[z])
-    sizes[0] = 0
-    return sizes
-
-
-def _select_labels(labels: np.ndarray, ids: Sequence[int], n: int | None = None, *,
-                   out: np.ndarray | None = None, union: bool = False) -> np.ndarray:
-    """Mask of the voxels whose label is in ``ids``, written slice by slice.
-
-    A lookup table over the ``n + 1`` labels (``n`` defaults to ``labels.max()``)
-    is applied one slice at a time, so the only temporary is one slice of
-    indices. ``out`` (bool or uint8, labels' shape) receives the mask, or with
-    ``union=True`` is OR-ed with it; ``None`` = a new bool array.
-    """
-    if n is None:
-        n = int(labels.max()) if labels.size else 0
-    lut = np.zeros(n + 1, dtype=bool)
-    lut[[i for i in ids if 0 <= i <= n]] = True
-    if out is None:
-        out = np.empty(labels.shape, dtype=bool)
-        union = False
-    lut = lut.astype(out.dtype)
-    lab = labels.reshape((-1,) + labels.shape[-2:]) if labels.ndim > 2 else labels[None]
-    dst = out.reshape(lab.shape)
-    tmp = np.empty(lab.shape[1:], dtype=out.dtype) if union else None
-    for z in range(lab.shape[0]):
-        if union:
-            np.take(lut, lab[z], out=tmp)
-            np.logical_or(dst[z], tmp, out=dst[z])
-        else:
-            np.take(lut, lab[z], out=dst[z])
-    return out
-
-
-def lung_pseudo_label(
-    hu: np.ndarray,
-    threshold_hu: float = -320,
-    probes: Sequence[tuple[int, int]] | None = None,
-    keep: str = "largest",
-    min_lung_ml: float = 100.0,
-    spacing_mm: Sequence[float] | None = None,
-    labeller: str = "auto",
-) -> np.ndarray:
-    """Unsupervised lung mask (spec §3 steps 1–5).
-
-    1. body = HU > ``threshold_hu``; air otherwise.
-    2. 3D components (26-connectivity) of air under the probe pixels of
-       slice 0 become body (outside air, air under the table). Body
-       components under a probe are body already, so labelling body in 3D
-       would not change the result and is skipped.
-    3. Per axial slice only the largest 8-connected body component stays body.
-    4. Invert: lung candidates = air.
-    5. Keep the largest 26-connected component (``keep="largest"``) or the two
-       largest of at least ``min_lung_ml`` each (``keep="two_largest"``, needs
-       ``spacing_mm``; not in the official code).
-
-    Parameters
-    ----------
-    hu : np.ndarray, (S, H, W) int16 HU, after FOV, at native slice spacing
-    probes : (row, col) pixels of slice 0; ``None`` = :func:`default_probes`.
-    spacing_mm : (dz, dy, dx) in mm, only for ``keep="two_largest"``.
-    labeller : connected-components backend (:func:`reprolib.components.label`); same result.
-
-    Returns
-    -------
-    np.ndarray, (S, H, W) uint8 in {0, 1}.
-
-    Memory: about 2.5 copies of the native volume (int16 S×H×W) above the
-    input: an int32 label volume (2 copies) beside one bool volume (0.5).
-    """
-    return _pseudo_label(hu, threshold_hu, probes, keep, min_lung_ml, spacing_mm, labeller)[0]
-
-
-def _pseudo_label(hu: np.ndarray, threshold_hu: float, probes: Sequence[tuple[int, int]] | None, keep: str,
-                  min_lung_ml: float, spacing_mm: Sequence[float] | None, labeller: str) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`lung_pseudo_label` plus the voxel count of each kept 26-connected
-    component in each slice, ``(S, k)`` int64 (k = 0, 1 or 2), for :func:`lung_qc`."""
-    if hu.ndim != 3:
-        raise VolumeError(None, f"lung_pseudo_label needs a (z, y, x) volume, got shape {hu.shape}")
-    if keep not in ("largest", "two_largest"):
-        raise ValueError(f"keep must be 'largest' or 'two_largest', got {keep!r}")
-    s, h, w = hu.shape
-    # Memory (copies = S×H×W int16, module docstring): one int32 label volume
-    # (2 copies) is alive at a time, beside one bool volume (0.5 copy); the
-    # full-size temporaries of the straightforward version (body, ~body, the
-    # selection masks) are avoided. Peak about 2.5 copies above the input.
-    air = np.greater(hu, threshold_hu)                                     # step 1: body
-    np.logical_not(air, out=air)                                           # air = not body
-    air_labels, n_air = components.label(air, 26, labeller)               # step 2
-    del air
-    probes = default_probes(h, w) if probes is None else probes
-    probe_ids = sorted({int(air_labels[0, r, c]) for r, c in probes} - {0})
-    body = np.empty(hu.shape, dtype=bool)
-    for z in range(s):  # body, recomputed slice by slice, plus the probed air
-        np.greater(hu[z], threshold_hu, out=body[z])
-    if probe_ids:
-        _select_labels(air_labels, probe_ids, n_air, out=body, union=True)
-    del air_labels
-    for z in range(s):                                                     # step 3
-        lab, n = components.label(body[z], 8, labeller)
-        if n > 1:
-            body[z] = lab == components.largest(lab, _component_sizes(lab, n))[0]
-    cand = np.logical_not(body, out=body)                                  # step 4 (in place)
-    del body
-    labels, n = components.label(cand, 26, labeller)                      # step 5
-    del cand
-    if n == 0:
-        return np.zeros(hu.shape, dtype=np.uint8), np.zeros((s, 0), dtype=np.int64)
-    sizes = _component_sizes(labels, n)
-    if keep == "largest":
-        ids = components.largest(labels, sizes)
-    else:
-        if spacing_mm is None:
-            raise ValueError("keep='two_largest' needs spacing_mm to apply min_lung_ml")
-        voxel_ml = float(np.prod(spacing_mm)) / 1000.0
-        order = components.largest(labels, sizes, 2)
-        ids = [int(k) for k in order if sizes[k] > 0 and sizes[k] * voxel_ml >= min_lung_ml]
-        if not ids:
-            ids = [int(order[0])]
-    mask = _select_labels(labels, ids, n, out=np.empty(hu.shape, dtype=np.uint8))
-    if len(ids) == 1:  # slice by slice: no full-size temporary
-        counts = np.array([[np.count_nonzero(mask[z])] for z in range(s)])
-    else:
-        counts = np.array([[np.count_nonzero(labels[z] == i) for i in ids] for z in range(s)])
-    return mask, counts.astype(np.int64).reshape(s, len(ids))
-
-
-def lung_qc(
-    mask: np.ndarray,
-    spacing_mm: Sequence[float],
-    volume_ml: tuple[float, float] = (1000.0, 9000.0),
-    *,
-    min_side_fraction: float = 0.15,
-    midline_x: float | None = None,
-    min_component_ml: float = 100.0,
-    slice_weights: Sequence[int] | None = None,
-    component_voxels: Sequence[int] | None = None,
-) -> dict[str, Any]:
-    """Rule-based QC of a lung mask (spec §3 step 7, ``qc_lung_volume_ml``).
-
-    Checks: empty mask; total volume outside ``volume_ml``; one lung missing
-    (either side of the midline column holds less than ``min_side_fraction``
-    of the mask); mask touching the in-plane border (outside air or a table
-    leaked in).
-
-    Parameters
-    ----------
-    mask : np.ndarray, (z, y, x), {0, 1}
-    spacing_mm : (dz, dy, dx) in mm
-    volume_ml : (lo, hi) plausible total lung volume in ml (book's rule; the
-        authors sorted by volume and judged by eye)
-    midline_x : column of the left/right split; ``None`` = W/2.
-    slice_weights : (z,) ints >= 1 or None
-        QC of the mask with slice ``z`` repeated ``slice_weights[z]`` times (the 1 mm
-        mask of an order-0 z upsampling, :func:`nearest_slice_index`), computed on
-        ``mask`` itself; repeating slices keeps 26-connected components as they are,
-        so every figure equals the QC of the repeated mask.
-    component_voxels : voxel counts (in the repeated mask) of every 26-connected
-        component of the mask, when the caller knows them; skips the labelling.
-
-    Returns
-    -------
-    dict with ``ok`` (bool), ``reasons`` (list of str), ``volume_ml``,
-    ``n_lungs`` (26-connected components of at least ``min_component_ml``),
-    ``side_fractions`` ([columns < midline, columns >= midline]),
-    ``touches_border`` (bool).
-
-    Memory: the int32 label volume, 2 copies of the (1 mm) mask's volume as
-    int16; a bool or uint8 {0, 1} mask is labelled through a view.
-    """
-    m = _as_bool_mask(mask)  # a view of a uint8 {0, 1} mask: the label volume is the only big array
-    voxel_ml = float(np.prod(np.asarray(spacing_mm, dtype=float))) / 1000.0
-    wz = np.ones(m.shape[0], dtype=np.int64) if slice_weights is None else np.asarray(slice_weights, np.int64)
-    if wz.shape != (m.shape[0],) or (wz < 1).any():
-        raise ValueError(f"slice_weights must be {m.shape[0]} integers >= 1")
-    per_slice_col = np.count_nonzero(m, axis=1)  # (z, x): one pass over the mask
-    per_col = wz @ per_slice_col
-    n_vox = int(per_col.sum())
-    vol = n_vox * voxel_ml
-    reasons: list[str] = []
-    res: dict[str, Any] = {"volume_ml": vol, "n_voxels": n_vox, "n_lungs": 0,
-                           "side_fractions": [0.0, 0.0], "touches_border": False}
-    if n_vox == 0:
-        res.update(ok=False, reasons=["empty mask"])
-        return res
-    lo, hi = volume_ml
-    if not (lo <= vol <= hi):
-        reasons.append(f"implausible lung volume {vol:.0f} ml (expected {lo:.0f}-{hi:.0f} ml)")
-    w = m.shape[-1]
-    mid = int(round(w / 2 if midline_x is None else midline_x))
-    left = float(per_col[:mid].sum()) / n_vox
-    sides = [left, 1.0 - left]
-    res["side_fractions"] = sides
-    if min(sides) < min_side_fraction:
-        which = "image-left (patient right)" if sides[0] < sides[1] else "image-right (patient left)"
-        reasons.append(f"one lung missing: {which} half holds {min(sides):.1%} of the mask")
-    if component_voxels is None:
-        labels, n = components.label(m, 26)
-        sizes = _component_sizes(labels, n, wz if slice_weights is not None else None)
-        del labels
-    else:
-        sizes = np.asarray(component_voxels, dtype=np.int64)
-    res["n_lungs"] = int(np.sum(sizes * voxel_ml >= min_component_ml))
-    border = m[:, 0, :].any() or m[:, -1, :].any() or m[:, :, 0].any() or m[:, :, -1].any()
-    res["touches_border"] = bool(border)
-    if border:
-        reasons.append("mask touches the in-plane image border (outside air or table leaked in)")
-    res.update(ok=not reasons, reasons=reasons)
-    return res
-
-
 # -------------------------------------------------------------- crop and resize
-
-
-def crop_to_mask(
-    ct_u8: np.ndarray,
-    mask: np.ndarray,
-    inclusive: bool = False,
-    *,
-    z_clip: tuple[float, float] = (0.0, 1.0),
-) -> tuple[np.ndarray, np.ndarray, tuple[tuple[int, int], ...]]:
-    """Crop CT and mask to the bounding box of ``mask > 0`` ("Crop and resize").
-
-    The box is ``[min, max)`` per axis as in the official code (the last plane
-    on each axis is dropped); ``inclusive=True`` gives ``[min, max + 1)``.
-    ``z_clip=(a, b)`` first restricts the mask to slices ``int(a·L)`` up to
-    ``int(b·L)`` (``crop_z_clip``; book default the whole volume).
-
-    Parameters
-    ----------
-    ct_u8 : np.ndarray, (L, H, W) uint8
-    mask : np.ndarray, (L, H, W) {0, 1}
-
-    Returns
-    -------
-    (ct_crop, mask_crop, bbox) — views (T, h, w); bbox ((z0, z1), (y0, y1), (x0, x1)).
-    """
-    if ct_u8.shape != mask.shape:
-        raise VolumeError(None, f"CT {ct_u8.shape} and mask {mask.shape} differ in shape")
-    m = _as_bool_mask(mask)  # a view for bool / uint8 {0, 1} masks; copied before clipping
-    n = m.shape[0]
-    z_lo, z_hi = int(z_clip[0] * n), int(z_clip[1] * n)
-    if (z_lo, z_hi) != (0, n):
-        m = m.copy()
-        m[:z_lo] = False
-        m[z_hi:] = False
-    if not m.any():
-        raise VolumeError(None, "empty lung mask: nothing to crop to")
-    bbox = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(m.any(axis=other))
-        lo, hi = int(idx[0]), int(idx[-1]) + (1 if inclusive else 0)
-        if hi <= lo:
-            raise VolumeError(None, f"lung mask is one plane thick along axis {axis}: empty [min, max) box")
-        bbox.append((lo, hi))
-    sl = tuple(slice(a, b) for a, b in bbox)
-    return ct_u8[sl], mask[sl], tuple(bbox)
-
-
-def resize_inplane(
-    vol: np.ndarray,
-    hw: tuple[int, int] = (224, 336),
-    order: int = 3,
-    *,
-    mode: str = "constant",
-) -> np.ndarray:
-    """Zoom every slice in-plane to ``hw``; T unchanged ("Crop and resize").
-
-    Equivalent to ``ndimage.zoom(vol, (1, H/h, W/w), order, mode)`` (z factor
-    1 is the identity for a spline interpolant), done slice by slice. Integer
-    input is rounded and saturated back to its dtype (uint8 CT stays uint8);
-    use ``order=0`` for masks, which keeps them in {0, 1}.
-
-    Returns
-    -------
-    np.ndarray, (T, hw[0], hw[1]), dtype of ``vol`` (float32 for floats).
-    """
-    if vol.ndim != 3:
-        raise VolumeError(None, f"resize_inplane needs a (z, y, x) volume, got shape {vol.shape}")
-    t, h, w = vol.shape
-    H, W = int(hw[0]), int(hw[1])
-    if h < 1 or w < 1:
-        raise VolumeError(None, f"cannot resize an empty in-plane size {h}x{w}")
-    integer = np.issubdtype(vol.dtype, np.integer) or vol.dtype == bool
-    out = np.empty((t, H, W), dtype=(np.uint8 if vol.dtype == bool else vol.dtype) if integer else np.float32)
-    factors = (H / h, W / w)
-    for z in range(t):
-        sl = vol[z].view(np.uint8) if vol.dtype == bool else vol[z]
-        if order == 0:
-            r = ndimage.zoom(sl, factors, order=0, mode=mode)
-            out[z] = r
-        else:
-            r = ndimage.zoom(sl.astype(np.float64), factors, order=order, mode=mode)
-            _cast_into(out[z], r)
-    return out
-
-
-def make_decovnet_input(
-    ct_u8: np.ndarray,
-    mask: np.ndarray,
-    hw: tuple[int, int] = (224, 336),
-    *,
-    crop: bool = True,
-    bbox_inclusive: bool = False,
-    z_clip: tuple[float, float] = (0.0, 1.0),
-    ct_order: int = 3,
-    mask_order: int = 0,
-) -> np.ndarray:
-    """Build the 2-channel DeCoVNet input (spec §1 steps 7–9).
-
-    Crops CT and mask to the mask box (``crop=True``), resizes both in-plane
-    to ``hw`` (CT spline order 3, mask order 0) and stacks ``[CT/255, mask]``.
-    The CT is not multiplied by the mask and no mean is subtracted.
-
-    Parameters
-    ----------
-    ct_u8 : np.ndarray, (L, H, W) uint8 windowed CT at 1 mm
-    mask : np.ndarray, (L, H, W) {0, 1} lung mask
-
-    Returns
-    -------
-    np.ndarray, (2, T, hw[0], hw[1]) float32; channel 0 in [0, 1], channel 1 in {0, 1}.
-
-    Memory: mostly the float32 output; 1.45 copies of a 375×512×512 1 mm
-    volume (int16) for 224×336.
-    """
-    if crop:
-        ct_u8, mask, _ = crop_to_mask(ct_u8, mask, inclusive=bbox_inclusive, z_clip=z_clip)
-    elif ct_u8.shape != mask.shape:
-        raise VolumeError(None, f"CT {ct_u8.shape} and mask {mask.shape} differ in shape")
-    ct_r = resize_inplane(np.asarray(ct_u8, dtype=np.uint8), hw, order=ct_order)
-    m_r = resize_inplane(_as_u8_mask(mask), hw, order=mask_order)
-    out = np.empty((2,) + ct_r.shape, dtype=np.float32)
-    np.multiply(ct_r, np.float32(1.0 / 255.0), out=out[0])
-    out[1] = m_r > 0 if mask_order == 0 else m_r >= 1
-    return out
 
 
 # --------------------------------------------------------------------- pipeline
@@ -919,7 +529,7 @@ def _mask_and_qc(hu_fov: np.ndarray, lung_args: tuple, weights: np.ndarray | Non
                  spacing_1mm: tuple[float, float, float], qc_lung_volume_ml: Sequence[float]
                  ) -> tuple[np.ndarray, dict[str, Any] | None]:
     """Native pseudo-label and, when ``weights`` are given, the QC of its 1 mm version."""
-    mask, counts = _pseudo_label(hu_fov, *lung_args)
+    mask, counts = pseudo_label_with_counts(hu_fov, *lung_args)
     if weights is None:
         return mask, None
     return mask, lung_qc(mask, spacing_1mm, qc_lung_volume_ml, slice_weights=weights,
@@ -1029,7 +639,7 @@ def preprocess_ct(
                                  native, np.uint8)
             else:
                 with step("lung_pseudo_label", native):
-                    mask_native, counts = _pseudo_label(hu_fov, *lung_args)
+                    mask_native, counts = pseudo_label_with_counts(hu_fov, *lung_args)
         if z_known:
             with step("resample_z", one_mm):
                 hu_fov = resample_z(hu_fov, sz, z_spacing_mm, z_order, engine=engine)  # frees the native copy
@@ -1112,119 +722,4 @@ def measured_preprocess(volume: CTVolume, params: dict[str, Any] | None = None) 
 
 # ------------------------------------------------------------------------ cache
 
-_ARRAY_KEYS = ("ct_u8", "lung_mask")
 
-
-def _sha256_array(a: np.ndarray) -> str:
-    h = hashlib.sha256()
-    h.update(str((a.dtype.str, a.shape)).encode())
-    h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
-    return h.hexdigest()
-
-
-def cache_key(volume: CTVolume, params: dict[str, Any] | None = None) -> str:
-    """sha256 of (input array bytes, dtype, shape, spacing, is_hu, params, version)."""
-    h = hashlib.sha256()
-    h.update(f"reprolib.preprocess v{PREPROCESS_VERSION}\n".encode())
-    h.update(_sha256_array(volume.hu).encode())
-    h.update(json.dumps({"spacing_mm": [float(v) for v in volume.spacing_mm], "is_hu": bool(volume.is_hu),
-                         "params": params or {}}, sort_keys=True, default=str).encode())
-    return h.hexdigest()
-
-
-def _json_roundtrip(meta: dict[str, Any]) -> dict[str, Any]:
-    meta = json.loads(json.dumps(meta, default=str))
-    meta["spacing_mm"] = tuple(meta["spacing_mm"])
-    return meta
-
-
-def _load_cached(path: Path, key: str) -> dict[str, Any] | None:
-    """The cached result, or None when missing, corrupt or for another key."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["__meta__"][()]))
-            if meta.get("key") != key:
-                return None
-            out = {}
-            for name, digest in meta["arrays"].items():
-                a = z[name]
-                if _sha256_array(a) != digest:
-                    return None
-                out[name] = a
-    except Exception:  # BadZipFile, truncated member, bad JSON, missing key ...
-        return None
-    result = {k: v for k, v in meta["result"].items()}
-    result["spacing_mm"] = tuple(result["spacing_mm"])
-    for name in _ARRAY_KEYS:
-        result[name] = out.get(name)
-    return result
-
-
-def write_npz(fh: BinaryIO, arrays: dict[str, np.ndarray], compresslevel: int = 1) -> None:
-    """Arrays as an ``.npz`` archive (read by :func:`numpy.load`) into the open binary file ``fh``.
-
-    ``compresslevel`` 1–9 deflates each array (0 stores it). :func:`numpy.savez_compressed` always
-    uses zlib's level 6; level 1 writes a preprocessed CT 4× faster for ~10 % more bytes.
-    """
-    method = zipfile.ZIP_DEFLATED if compresslevel else zipfile.ZIP_STORED
-    with zipfile.ZipFile(fh, "w", method, compresslevel=compresslevel or None) as zf:
-        for name, arr in arrays.items():
-            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
-
-
-def cached_preprocess(
-    volume: CTVolume,
-    cache_dir: str | os.PathLike,
-    params: dict[str, Any] | None = None,
-    *,
-    compress: bool = True,
-    measure_memory: bool = False,
-) -> tuple[dict[str, Any], str]:
-    """:func:`preprocess_ct` with a per-volume on-disk cache.
-
-    With ``measure_memory=True`` a computed (not cached) result carries
-    ``memory``: the per-step peaks of :func:`memory_record`, stored in the
-    cache file with the rest so that a later hit returns the figures measured
-    when the result was computed.
-
-    The key is :func:`cache_key` (input bytes, spacing, ``params``, code
-    version); the result is stored as ``<cache_dir>/<key>.npz`` written
-    atomically (:func:`reprolib.files.atomic_write`) with the sha256 of every
-    array.
-    On read the key and the digests are verified; a corrupt or mismatching
-    file is recomputed and overwritten, never trusted.
-
-    Returns
-    -------
-    (result, key) — ``result`` as from :func:`preprocess_ct` plus
-    ``cache_status`` in {"hit", "miss", "recomputed"}.
-    """
-    params = dict(params or {})
-    key = cache_key(volume, params)
-    cache_dir = Path(cache_dir)
-    path = cache_dir / f"{key}.npz"
-    existed = path.exists()
-    cached = _load_cached(path, key)
-    if cached is not None:
-        cached["cache_status"] = "hit"
-        return cached, key
-    if existed:
-        warnings.warn(f"{path}: corrupt or stale preprocessing cache file; recomputing", stacklevel=2)
-    if measure_memory:
-        res = measured_preprocess(volume, params)
-    else:
-        res = preprocess_ct(volume, **params)
-    meta_result = _json_roundtrip({k: v for k, v in res.items() if k not in _ARRAY_KEYS})
-    arrays = {k: res[k] for k in _ARRAY_KEYS if res[k] is not None}
-    meta = {"key": key, "version": PREPROCESS_VERSION, "result": meta_result,
-            "arrays": {k: _sha256_array(a) for k, a in arrays.items()}}
-    atomic_write(path, lambda fh: write_npz(fh, {"__meta__": np.array(json.dumps(meta)), **arrays},
-                                            compresslevel=1 if compress else 0))
-    out = dict(meta_result)
-    for name in _ARRAY_KEYS:
-        out[name] = res[name]
-    out["cache_status"] = "recomputed" if existed else "miss"
-    return out, key

@@ -169,13 +169,13 @@ def test_resolution_ceiling_bounds_what_a_smaller_mask_can_agree_with():
 
 def test_build_ceilings_read_the_verified_preprocessing_cache(tmp_path):
 
-    from reprolib import preprocess
+    from reprolib import preprocess_cache
     from reprolib.io import CTVolume
     from reprolib.memtrace import synthetic_chest
 
     assert bench.build_ceilings(tmp_path) == []  # no cache folder: nothing to measure
     vol = CTVolume(hu=synthetic_chest(8, 288), spacing_mm=(2.0, 0.7, 0.7))
-    res, _ = preprocess.cached_preprocess(vol, tmp_path / "preprocessed", {"qc_lung_volume_ml": (0.0, 1e9)})
+    res, _ = preprocess_cache.cached_preprocess(vol, tmp_path / "preprocessed", {"qc_lung_volume_ml": (0.0, 1e9)})
     (got,) = bench.build_ceilings(tmp_path)
     assert got == bench.resolution_ceiling(res["lung_mask"], (256, 256)) and 0.9 < got < 1.0
     assert bench.build_ceilings(tmp_path, side=288) == []  # slices not larger than the cap: not resized

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from reprolib import components, preprocess
+from reprolib import components, lungmask
 from reprolib.memtrace import synthetic_chest
 
 needs_cc3d = pytest.mark.skipif(components.backend() != "cc3d", reason="connected-components-3d not installed")
@@ -62,7 +62,7 @@ def test_wrong_connectivity_and_backend_are_refused():
 @needs_cc3d
 def test_pseudo_label_same_with_either_backend():
     hu = synthetic_chest(24, 96)
-    a = preprocess.lung_pseudo_label(hu, labeller="scipy")
-    b = preprocess.lung_pseudo_label(hu, labeller="cc3d")
+    a = lungmask.lung_pseudo_label(hu, labeller="scipy")
+    b = lungmask.lung_pseudo_label(hu, labeller="cc3d")
     assert a.sum() > 1000
     np.testing.assert_array_equal(a, b)

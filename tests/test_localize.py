@@ -16,9 +16,9 @@ from scipy import ndimage
 
 from reprolib import evaluate
 from reprolib import localize as L
+from reprolib.crop import crop_to_mask, make_decovnet_input, resize_inplane
 from reprolib.errors import InputError, VolumeError
 from reprolib.models import DeCoVNet
-from reprolib.preprocess import crop_to_mask, make_decovnet_input, resize_inplane
 
 torch.set_num_threads(1)
 

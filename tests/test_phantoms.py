@@ -141,13 +141,13 @@ def test_lesion_hu(phantoms):
 
 def test_septa_fragment_the_pseudo_label_lung_mask_inside_lesions(phantoms):
     """The 3DCC premise: COVID-19 lesions fragment the unsupervised lung mask, clear lungs do not."""
-    from reprolib import localize, preprocess
+    from reprolib import localize, lungmask
 
     for seed in range(2):
         masks = {}
         for finding in ("covid", "clear"):
             ph = phantoms[(seed, finding)]
-            masks[finding] = preprocess.lung_pseudo_label(np.asarray(ph.hu))
+            masks[finding] = lungmask.lung_pseudo_label(np.asarray(ph.hu))
         fired = localize.variance_response(masks["covid"], window=6)
         lesion = phantoms[(seed, "covid")].lesion_mask.astype(bool)
         assert fired.sum() > 0 and lesion[fired > 0].mean() > 0.6

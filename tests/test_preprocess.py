@@ -7,25 +7,20 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from reprolib.crop import crop_to_mask, make_decovnet_input, resize_inplane
 from reprolib.errors import VolumeError
 from reprolib.io import CTVolume
+from reprolib.lungmask import default_probes, lung_pseudo_label, lung_qc
 from reprolib.preprocess import (
     apply_fov,
-    cached_preprocess,
-    crop_to_mask,
-    default_probes,
     fov_mask,
-    lung_pseudo_label,
-    lung_qc,
-    make_decovnet_input,
     preprocess_ct,
     resample_mask_z,
     resample_z,
     resampled_spacing_mm,
-    resize_inplane,
     window,
-    write_npz,
 )
+from reprolib.preprocess_cache import cached_preprocess, write_npz
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -248,11 +243,12 @@ def test_lung_qc_flags():
 
 def test_lung_qc_with_slice_weights_equals_qc_of_the_repeated_mask():
     """QC computed on a native mask with slice weights = QC of its order-0 z upsampling."""
-    from reprolib.preprocess import _pseudo_label, nearest_slice_index
+    from reprolib.lungmask import pseudo_label_with_counts
+    from reprolib.preprocess import nearest_slice_index
 
     rng = np.random.default_rng(2)
     hu, _ = lung_phantom()
-    mask, counts = _pseudo_label(hu, -320, None, "largest", 100.0, None, "auto")  # lung_pseudo_label defaults
+    mask, counts = pseudo_label_with_counts(hu, -320, None, "largest", 100.0, None, "auto")  # lung_pseudo_label defaults
     np.testing.assert_array_equal(mask, lung_pseudo_label(hu))
     assert counts.shape == (hu.shape[0], 1) and counts.sum() == mask.sum()
     blobs = (rng.random((13, 40, 44)) > 0.8).astype(np.uint8)  # many components, some 1 voxel

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from reprolib import crop, lungmask
 from reprolib import preprocess as pp
 from reprolib.io import CTVolume
 from reprolib.memtrace import TARGET_COPIES, MemoryTrace, copy_bytes, synthetic_chest
@@ -33,18 +34,18 @@ def ref_lung_pseudo_label(hu, threshold_hu=-320, probes=None, keep="largest", mi
     s, h, w = hu.shape
     body = hu > threshold_hu
     air_labels, _ = ndimage.label(~body, structure=_S26)
-    probes = pp.default_probes(h, w) if probes is None else probes
+    probes = lungmask.default_probes(h, w) if probes is None else probes
     probe_ids = {int(air_labels[0, r, c]) for r, c in probes} - {0}
     if probe_ids:
         body |= _ref_select(air_labels, sorted(probe_ids))
     for z in range(s):
         lab, n = ndimage.label(body[z], structure=_S8)
         if n > 1:
-            body[z] = lab == int(np.argmax(pp._component_sizes(lab, n)))
+            body[z] = lab == int(np.argmax(lungmask._component_sizes(lab, n)))
     labels, n = ndimage.label(~body, structure=_S26)
     if n == 0:
         return np.zeros(hu.shape, dtype=np.uint8)
-    sizes = pp._component_sizes(labels, n)
+    sizes = lungmask._component_sizes(labels, n)
     if keep == "largest":
         ids = [int(np.argmax(sizes))]
     else:
@@ -101,7 +102,7 @@ def test_pseudo_label_equals_reference(k):
     hu = list(noisy_volumes())[k]
     for kw in ({}, {"probes": ()}, {"keep": "two_largest", "spacing_mm": (1.0, 0.5, 0.5), "min_lung_ml": 0.001},
                {"keep": "two_largest", "spacing_mm": (1.0, 0.5, 0.5)}, {"threshold_hu": -600}):
-        new = pp.lung_pseudo_label(hu, **kw)
+        new = lungmask.lung_pseudo_label(hu, **kw)
         assert new.dtype == np.uint8 and new.flags.c_contiguous
         np.testing.assert_array_equal(new, ref_lung_pseudo_label(hu, **kw), err_msg=str(kw))
 
@@ -111,7 +112,7 @@ def test_pseudo_label_phantom_equals_reference():
 
     for bridge in (True, False):
         hu, _ = lung_phantom(bridge=bridge)
-        np.testing.assert_array_equal(pp.lung_pseudo_label(hu), ref_lung_pseudo_label(hu))
+        np.testing.assert_array_equal(lungmask.lung_pseudo_label(hu), ref_lung_pseudo_label(hu))
 
 
 def test_window_equals_formula():
@@ -148,18 +149,18 @@ def test_resample_mask_z_equals_reference():
 
 def test_lung_qc_and_input_same_for_every_mask_dtype():
     hu = synthetic_chest(30, 128, seed=4)
-    m = pp.lung_pseudo_label(pp.apply_fov(hu))
+    m = lungmask.lung_pseudo_label(pp.apply_fov(hu))
     sp = (1.0, 1.4, 1.4)
-    ref = pp.lung_qc(m.astype(bool), sp, (10, 9000), min_component_ml=1)
+    ref = lungmask.lung_qc(m.astype(bool), sp, (10, 9000), min_component_ml=1)
     for mask in (m, m * 2, m.astype(np.float32)):
-        assert pp.lung_qc(mask, sp, (10, 9000), min_component_ml=1) == ref
+        assert lungmask.lung_qc(mask, sp, (10, 9000), min_component_ml=1) == ref
     assert ref["n_lungs"] == 1 and ref["ok"]
     ct = pp.window(hu)
-    x = pp.make_decovnet_input(ct, m, (56, 84))
+    x = crop.make_decovnet_input(ct, m, (56, 84))
     for mask in (m.astype(bool), m * 5):
-        np.testing.assert_array_equal(pp.make_decovnet_input(ct, mask, (56, 84)), x)
-    np.testing.assert_array_equal(pp.crop_to_mask(ct, m * 5, z_clip=(0.3, 0.9))[2],
-                                  pp.crop_to_mask(ct, m, z_clip=(0.3, 0.9))[2])
+        np.testing.assert_array_equal(crop.make_decovnet_input(ct, mask, (56, 84)), x)
+    np.testing.assert_array_equal(crop.crop_to_mask(ct, m * 5, z_clip=(0.3, 0.9))[2],
+                                  crop.crop_to_mask(ct, m, z_clip=(0.3, 0.9))[2])
 
 
 def test_traced_preprocess_is_identical():
@@ -202,7 +203,7 @@ def test_every_step_within_three_copies():
     with MemoryTrace() as tr:
         res = pp.preprocess_ct(vol, trace=tr)
         with tr.step("crop/resize", res["ct_u8"].shape):
-            x = pp.make_decovnet_input(res["ct_u8"], res["lung_mask"], (56, 84))
+            x = crop.make_decovnet_input(res["ct_u8"], res["lung_mask"], (56, 84))
     assert x.shape[2:] == (56, 84) and res["lung_mask"].sum() > 0
     copies = {s.step: round(s.copies, 2) for s in tr.steps}
     assert len(copies) == 7, copies
