@@ -3,7 +3,7 @@ the DeCoVNet of its own fold and scored against its ground truth.
 
 Ground truth is a voxel lesion mask (phantoms) or per-slice infection labels (COVID-CT-MD), which
 give *slice-level* hits: the predicted lesion's hit point must lie on an infected slice and inside
-the lung mask (:func:`reprolib.localize.score_volume`).
+the lung mask (:func:`reprolib.hits.score_volume`).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import cohort, data, io, localize, modelfile, models, preprocess
+from . import cohort, data, hits, io, localize, modelfile, models, preprocess
 from .errors import ConfigError
 
 #: (CAM method, tile size of the 3DCC response): the linearised head of the paper and Grad-CAM,
@@ -45,8 +45,8 @@ def r3dcc_survey(index: pd.DataFrame, with_truth: bool) -> tuple[pd.DataFrame, t
         if with_truth and row.target == 1:
             lesion = (io.read_nifti(row.lesion_mask).hu > 0).astype(np.uint8)
             lesion = preprocess.resample_mask_z(lesion, pre["ct_u8"].shape[0] / lesion.shape[0])[: comp.shape[0]]
-            r["R3dcc hit (median voxel)"] = localize.is_hit(comp, lesion, "median_voxel")
-            r["random lung voxel hit probability"] = localize.random_baseline_hit(pre["lung_mask"], lesion)
+            r["R3dcc hit (median voxel)"] = hits.is_hit(comp, lesion, "median_voxel")
+            r["random lung voxel hit probability"] = hits.random_baseline_hit(pre["lung_mask"], lesion)
         if shown is None and comp.any() and (lesion is not None or not with_truth):
             shown = (row.case_id, pre["ct_u8"], comp, lesion)
         rows.append(r)
@@ -95,7 +95,7 @@ def localise_held_out(nets: Sequence[torch.nn.Module], items: Sequence[tuple[np.
     -------
     per_volume : one row per volume and variant: ``case_id``, ``fold``, ``CAM``, ``window``,
         ``p_covid``, ``predicted_positive``, ``R3dcc voxels``, ``lesion voxels``, ``seconds`` and
-        the :func:`reprolib.localize.score_volume` columns.
+        the :func:`reprolib.hits.score_volume` columns.
     shown : case id -> ``(x, result, truth, slice flags, hit)`` of the first variant, for figures.
     """
     by_id = cases.set_index("case_id")
@@ -111,12 +111,12 @@ def localise_held_out(nets: Sequence[torch.nn.Module], items: Sequence[tuple[np.
             gt = np.asarray(row["lesion"]) > 0 if "lesion" in by_id and row["lesion"] is not None else None
             flags = None
             if gt is None and cid in slice_labels:
-                flags = localize.labels_in_input_frame(slice_labels[cid], row["bbox"], z_step, full.shape[0])
+                flags = hits.labels_in_input_frame(slice_labels[cid], row["bbox"], z_step, full.shape[0])
             lung_in = x[1] > 0.5
             for method, window in variants:
                 res = localize.localize(nets[k], torch.from_numpy(x)[None], lung_mask_full=full, bbox=row["bbox"],
                                         z_step=z_step, method=method, cc3d_window=window)
-                sc = localize.score_volume(res, lung_in, gt, flags)
+                sc = hits.score_volume(res, lung_in, gt, flags)
                 rows.append({"case_id": cid, "fold": k, "CAM": method, "window": window, "p_covid": res.p_covid,
                              "predicted_positive": res.p_covid > 0.5, "R3dcc voxels": int(res.r3dcc.sum()),
                              "lesion voxels": int(res.lesion.sum()), "seconds": sum(res.timings.values()), **sc})
@@ -140,6 +140,6 @@ def self_hit_table(masks: Sequence[tuple[str, np.ndarray]]) -> pd.DataFrame:
     rows ``rate``, ``ci_lo``, ``ci_hi``, ``hits``, ``n`` (Wilson 95 %)."""
     rates = {}
     for name, mode in (("median voxel (the code)", "median_voxel"), ("centroid (the paper's wording)", "centroid")):
-        rates[name] = localize.hit_rate([localize.is_hit(m, m, mode) for _, m in masks], exclude_none=True)
+        rates[name] = hits.hit_rate([hits.is_hit(m, m, mode) for _, m in masks], exclude_none=True)
     return pd.DataFrame([(k,) + tuple(v) for k, v in rates.items()],
                         columns=["hit point", "rate", "ci_lo", "ci_hi", "hits", "n"]).set_index("hit point")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import augment, evaluate, models, paper_values, train
+from . import augment, evaluate, hits, models, paper_values, train
 from .book import Notebook, plural
 
 # --------------------------------------------------------------------------- chapter 04
@@ -252,12 +252,10 @@ def side_by_side(nb: Notebook, both: pd.DataFrame, items: list, C: dict[str, Any
 
 def r3dcc_survey(nb: Notebook, cc: pd.DataFrame, profile: str) -> None:
     """Glue the 3DCC survey table; on phantoms, R3dcc's own hit rate against the random-voxel chance."""
-    from . import localize
-
     nb.glue_table("cc3d_table", cc)
     synthetic = profile == "synthetic"
-    hits = [bool(h) for h in cc.get("R3dcc hit (median voxel)", pd.Series(dtype=object)).dropna()] if synthetic else []
-    rate, lo, hi, k, n = localize.hit_rate(hits) if synthetic else (None,) * 5
+    flags = [bool(h) for h in cc.get("R3dcc hit (median voxel)", pd.Series(dtype=object)).dropna()] if synthetic else []
+    rate, lo, hi, k, n = hits.hit_rate(flags) if synthetic else (None,) * 5
     base = float(cc["random lung voxel hit probability"].dropna().mean()) if synthetic else None
     if synthetic:
         nb.glue("r3dcc_hit_rate", rate)
@@ -278,15 +276,14 @@ def _rate_text(r: pd.Series) -> str | None:
 def hit_rates(nb: Notebook, per: pd.DataFrame, kind: str) -> None:
     """Glue the hit-rate table of chapter 06 (both populations × CAM variants × tile sizes, with
     the random-voxel chance beside every rate), the headline rates and their margins over chance."""
-    from . import localize
 
     scored = per[per.hit.notna()]
     nb.glue("cam_n_volumes", int(per.case_id.nunique()))
     nb.glue("cam_n_scored", int(scored.case_id.nunique()))
     nb.glue_text("cam_hit_kind", kind)
     nb.glue_timing("cam_seconds_per_volume", float(per.seconds.median()) if len(per) else float("nan"))
-    pp = localize.hit_rate_table(per, population="predicted_positive")
-    al = localize.hit_rate_table(per, population="all_annotated")
+    pp = hits.hit_rate_table(per, population="predicted_positive")
+    al = hits.hit_rate_table(per, population="all_annotated")
     both = pd.concat({"predicted positive": pp, "all annotated": al}, names=["population"])
     show = both.assign(**{"hit rate (95 % CI)": [
         "–" if n == 0 else f"{r:.3f} ({lo:.3f}–{hi:.3f})" for r, lo, hi, n in

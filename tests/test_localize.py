@@ -14,7 +14,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from reprolib import evaluate
+from reprolib import evaluate, hits
 from reprolib import localize as L
 from reprolib.crop import crop_to_mask, make_decovnet_input, resize_inplane
 from reprolib.errors import InputError, VolumeError
@@ -252,8 +252,8 @@ def test_empty_cam_gives_empty_mask_and_a_miss():
     assert cands == [] and not lesion.any()
     gt = np.zeros(cam.shape, bool)
     gt[2, 3:5, 3:5] = True
-    assert L.is_hit(lesion, gt) is False
-    assert L.hit_point(lesion) is None
+    assert hits.is_hit(lesion, gt) is False
+    assert hits.hit_point(lesion) is None
 
 
 # ----------------------------------------------------------------------------- 3DCC
@@ -365,34 +365,34 @@ def test_hit_point_median_vs_centroid_on_l_shape():
     m[0, :, 0] = True  # vertical bar (10 voxels)
     m[0, 9, :] = True  # bottom bar (9 more)
     # C-order list: (0,0,0) ... (0,8,0) [9], then (0,9,0..9); n = 19, element 9 = (0,9,0)
-    assert L.hit_point(m) == (0, 9, 0)
+    assert hits.hit_point(m) == (0, 9, 0)
     # centroid y = (45 + 81)/19 = 6.63 -> 7, x = 45/19 = 2.37 -> 2: outside the L
-    assert L.hit_point(m, "centroid") == (0, 7, 2)
+    assert hits.hit_point(m, "centroid") == (0, 7, 2)
     assert not m[0, 7, 2]
-    assert L.is_hit(m, m) is True and L.is_hit(m, m, "centroid") is False
+    assert hits.is_hit(m, m) is True and hits.is_hit(m, m, "centroid") is False
 
 
 def test_is_hit_edge_cases():
     gt = np.zeros((3, 4, 4), bool)
-    assert L.is_hit(np.ones((3, 4, 4), bool), gt) is None  # no ground truth -> explicit None
+    assert hits.is_hit(np.ones((3, 4, 4), bool), gt) is None  # no ground truth -> explicit None
     with pytest.raises(VolumeError):
-        L.is_hit(np.ones((3, 4, 5), bool), gt)
+        hits.is_hit(np.ones((3, 4, 5), bool), gt)
     with pytest.raises(ValueError):
-        L.hit_rate([True, None])
-    assert L.hit_rate([True, None, False], exclude_none=True)[3:] == (1, 2)
+        hits.hit_rate([True, None])
+    assert hits.hit_rate([True, None, False], exclude_none=True)[3:] == (1, 2)
 
 
 def test_boxes_to_volume_inclusive_and_code_convention():
-    boxes = {1: [L.VocBox("A", 2, 3, 4, 6)], 0: [(1, 1, 1, 1)]}
-    inc = L.boxes_to_volume(boxes, (3, 8, 8))
+    boxes = {1: [hits.VocBox("A", 2, 3, 4, 6)], 0: [(1, 1, 1, 1)]}
+    inc = hits.boxes_to_volume(boxes, (3, 8, 8))
     assert inc[1].sum() == 3 * 4 and inc[1, 2:6, 1:4].all()  # rows 3..6, cols 2..4 (1-based)
     assert inc[0].sum() == 1 and inc[0, 0, 0]
-    exc = L.boxes_to_volume(boxes, (3, 8, 8), inclusive=False)
+    exc = hits.boxes_to_volume(boxes, (3, 8, 8), inclusive=False)
     assert exc[1].sum() == 2 * 3 and exc[1, 2:5, 1:3].all() and not exc[0].any()
-    np.testing.assert_array_equal(L.boxes_to_volume([(1, 2, 3, 4, 6), (0, 1, 1, 1, 1)], (3, 8, 8)), inc)
+    np.testing.assert_array_equal(hits.boxes_to_volume([(1, 2, 3, 4, 6), (0, 1, 1, 1, 1)], (3, 8, 8)), inc)
     with pytest.raises(InputError):
-        L.boxes_to_volume([(5, 1, 1, 2, 2)], (3, 8, 8))
-    lab, n = L.gt_components(inc)
+        hits.boxes_to_volume([(5, 1, 1, 2, 2)], (3, 8, 8))
+    lab, n = hits.gt_components(inc)
     assert n == 2
 
 
@@ -401,9 +401,9 @@ def test_mask_to_boxes_roundtrip_covers_mask():
     m[0, 1:4, 2:5] = True
     m[0, 6, 6:9] = True
     m[2, 3:8, 1:2] = True
-    boxes = L.mask_to_boxes(m)
+    boxes = hits.mask_to_boxes(m)
     assert sorted(boxes) == [(0, 3, 2, 5, 4), (0, 7, 7, 9, 7), (2, 2, 4, 2, 8)]
-    np.testing.assert_array_equal(L.boxes_to_volume(boxes, m.shape), m)  # rectangles: exact
+    np.testing.assert_array_equal(hits.boxes_to_volume(boxes, m.shape), m)  # rectangles: exact
 
 
 _VOC = """<annotation><size><width>512</width><height>512</height></size>
@@ -415,25 +415,25 @@ _VOC = """<annotation><size><width>512</width><height>512</height></size>
 def test_parse_voc_boxes_written_file(tmp_path):
     f = tmp_path / "7.xml"
     f.write_text(_VOC)
-    assert L.parse_voc_boxes(f) == [L.VocBox("A", 134, 274, 216, 338), L.VocBox("B", 1, 2, 3, 4)]
-    assert L.read_voc_dir(tmp_path) == {7: L.parse_voc_boxes(f)}
-    assert L.read_voc_dir(tmp_path, slice_of={"7": 3}) == {3: L.parse_voc_boxes(f)}  # e.g. SOPInstanceUID -> z
+    assert hits.parse_voc_boxes(f) == [hits.VocBox("A", 134, 274, 216, 338), hits.VocBox("B", 1, 2, 3, 4)]
+    assert hits.read_voc_dir(tmp_path) == {7: hits.parse_voc_boxes(f)}
+    assert hits.read_voc_dir(tmp_path, slice_of={"7": 3}) == {3: hits.parse_voc_boxes(f)}  # e.g. SOPInstanceUID -> z
     bad = tmp_path / "bad.xml"
     bad.write_text(_VOC[:-20])
     with pytest.raises(InputError, match="bad.xml"):
-        L.parse_voc_boxes(bad)
+        hits.parse_voc_boxes(bad)
     nocoord = tmp_path / "nocoord.xml"
     nocoord.write_text(_VOC.replace("<xmax>216</xmax>", ""))
     with pytest.raises(InputError, match="nocoord.xml.*xmax"):
-        L.parse_voc_boxes(nocoord)
+        hits.parse_voc_boxes(nocoord)
     wrongroot = tmp_path / "root.xml"
     wrongroot.write_text("<foo/>")
     with pytest.raises(InputError, match="root.xml"):
-        L.parse_voc_boxes(wrongroot)
+        hits.parse_voc_boxes(wrongroot)
     with pytest.raises(InputError, match="missing.xml"):
-        L.parse_voc_boxes(tmp_path / "missing.xml")
+        hits.parse_voc_boxes(tmp_path / "missing.xml")
     with pytest.raises(InputError, match="bad.xml"):
-        L.read_voc_dir(tmp_path, slice_of={"bad": 0})
+        hits.read_voc_dir(tmp_path, slice_of={"bad": 0})
 
 
 def test_parse_voc_boxes_lung_pet_ct_dx(mirror):
@@ -442,7 +442,7 @@ def test_parse_voc_boxes_lung_pet_ct_dx(mirror):
         pytest.skip("Lung-PET-CT-Dx annotations not in the mirror")
     assert len(files) == 18
     for f in files:
-        boxes = L.parse_voc_boxes(f)
+        boxes = hits.parse_voc_boxes(f)
         text = f.read_text()
         ref = [int(re.search(f"<{t}>(\\d+)</{t}>", text).group(1)) for t in ("xmin", "ymin", "xmax", "ymax")]
         assert len(boxes) == 1 and boxes[0].name == "A" and list(boxes[0][1:]) == ref
@@ -459,11 +459,11 @@ def _mosmed(mirror, study: int) -> np.ndarray:
 @pytest.mark.parametrize("study", [255, 257])
 def test_hit_on_mosmed_masks(mirror, study):
     mask = _mosmed(mirror, study)
-    gt = L.boxes_to_volume(L.mask_to_boxes(mask), mask.shape)  # §12: masks -> per-slice boxes
+    gt = hits.boxes_to_volume(hits.mask_to_boxes(mask), mask.shape)  # §12: masks -> per-slice boxes
     assert gt[mask].all() and gt.sum() >= mask.sum()
-    pt = L.hit_point(mask)
+    pt = hits.hit_point(mask)
     assert mask[pt]
-    assert L.is_hit(mask, gt) is True
+    assert hits.is_hit(mask, gt) is True
     # the largest lesion, moved to an in-plane corner of the grid (outside the body) -> miss
     lesion = L.r3dcc(mask)
     zs, ys, xs = L._bbox_slices(lesion)
@@ -477,9 +477,9 @@ def test_hit_on_mosmed_masks(mirror, study):
             if not (cand & gt).any():
                 far = cand
     assert far is not None, "no ground-truth-free corner for the shifted lesion"
-    assert L.is_hit(far, gt) is False and L.is_hit(lesion, gt) is True
+    assert hits.is_hit(far, gt) is False and hits.is_hit(lesion, gt) is True
     lung = np.ones(mask.shape, bool)  # a whole-volume "lung" makes the baseline the GT fraction
-    assert L.random_baseline_hit(lung, gt) == pytest.approx(gt.mean())
+    assert hits.random_baseline_hit(lung, gt) == pytest.approx(gt.mean())
 
 
 def test_hit_rate_wilson_hand_computed():
@@ -488,10 +488,10 @@ def test_hit_rate_wilson_hand_computed():
         p = k / n
         centre = (p + z * z / (2 * n)) / (1 + z * z / n)
         half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-        rate, lo, hi, kk, nn = L.hit_rate([True] * k + [False] * (n - k))
+        rate, lo, hi, kk, nn = hits.hit_rate([True] * k + [False] * (n - k))
         assert (kk, nn) == (k, n) and rate == pytest.approx(p)
         assert lo == pytest.approx(centre - half, abs=1e-9) and hi == pytest.approx(centre + half, abs=1e-9)
-    r = L.hit_rate([])
+    r = hits.hit_rate([])
     assert math.isnan(r[0]) and r[3:] == (0, 0)
 
 
@@ -501,21 +501,21 @@ def test_random_baseline_hit_exact_and_monte_carlo():
     gt = np.zeros_like(lung)
     gt[1:3, 2:5, 2:8] = True  # 36 voxels, all in the lung
     gt[0, 0, 0] = True  # outside the lung: never drawn
-    assert L.random_baseline_hit(lung, gt) == pytest.approx(36 / 144)
-    mc = L.random_baseline_hit(lung, gt, rng=np.random.default_rng(0), n_draws=20000)
+    assert hits.random_baseline_hit(lung, gt) == pytest.approx(36 / 144)
+    mc = hits.random_baseline_hit(lung, gt, rng=np.random.default_rng(0), n_draws=20000)
     assert mc == pytest.approx(0.25, abs=0.015)
-    assert L.random_baseline_hit(lung, np.zeros_like(lung)) is None
+    assert hits.random_baseline_hit(lung, np.zeros_like(lung)) is None
     with pytest.raises(VolumeError):
-        L.random_baseline_hit(np.zeros_like(lung), gt)
+        hits.random_baseline_hit(np.zeros_like(lung), gt)
 
 
 def test_slice_level_hit_and_dice():
     pred = np.zeros((6, 4, 4), bool)
     pred[3:5, 1, 1] = True  # median voxel (index 1 of 2) on slice 4
-    assert L.slice_level_hit(pred, np.array([0, 0, 0, 0, 1, 0])) is True
-    assert L.slice_level_hit(pred, [3]) is False
-    assert L.slice_level_hit(pred, np.zeros(6)) is None
-    assert L.slice_level_hit(np.zeros_like(pred), [4]) is False
+    assert hits.slice_level_hit(pred, np.array([0, 0, 0, 0, 1, 0])) is True
+    assert hits.slice_level_hit(pred, [3]) is False
+    assert hits.slice_level_hit(pred, np.zeros(6)) is None
+    assert hits.slice_level_hit(np.zeros_like(pred), [4]) is False
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -566,18 +566,18 @@ def test_labels_in_input_frame_hand_computed():
     # 5 scanner slices at 2 mm -> 9 slices at 1 mm (zoom: j maps to j*(5-1)/(9-1) = j/2)
     lab = np.array([0, 1, 2, 3, 4])
     # crop box 1 mm slices 2..8, every 2nd kept: j = 2, 4, 6 -> scanner 1, 2, 3
-    np.testing.assert_array_equal(L.labels_in_input_frame(lab, ((2, 8), (0, 1), (0, 1)), 2, 9), [1, 2, 3])
+    np.testing.assert_array_equal(hits.labels_in_input_frame(lab, ((2, 8), (0, 1), (0, 1)), 2, 9), [1, 2, 3])
     # every slice: j = 2..7 -> 1, 1.5, 2, 2.5, 3, 3.5 rounded half to even: 1, 2, 2, 2, 3, 4
-    np.testing.assert_array_equal(L.labels_in_input_frame(lab, ((2, 8), (0, 1), (0, 1)), 1, 9), [1, 2, 2, 2, 3, 4])
+    np.testing.assert_array_equal(hits.labels_in_input_frame(lab, ((2, 8), (0, 1), (0, 1)), 1, 9), [1, 2, 2, 2, 3, 4])
     # the slice-level hit then reads the predicted point's slice
     pred = np.zeros((3, 4, 4), bool)
     pred[1, 1, 1] = True
-    flags = L.labels_in_input_frame(np.array([0, 0, 1, 0, 0]), ((2, 8), (0, 1), (0, 1)), 2, 9)
-    assert L.slice_level_hit(pred, flags) is True
+    flags = hits.labels_in_input_frame(np.array([0, 0, 1, 0, 0]), ((2, 8), (0, 1), (0, 1)), 2, 9)
+    assert hits.slice_level_hit(pred, flags) is True
     pred[1], pred[2, 2, 2] = False, True
-    assert L.slice_level_hit(pred, flags) is False
+    assert hits.slice_level_hit(pred, flags) is False
     with pytest.raises(VolumeError):
-        L.labels_in_input_frame(lab, ((2, 12), (0, 1), (0, 1)), 1, 9)
+        hits.labels_in_input_frame(lab, ((2, 12), (0, 1), (0, 1)), 1, 9)
 
 
 # ----------------------------------------------------------------------------- scoring a run
@@ -598,21 +598,21 @@ def test_score_volume_voxel_and_slice_level():
     pred[1:3, 3:7, 3:7] = True  # overlaps gt in 2*3*3 = 18 voxels
     big = np.zeros_like(lung)
     big[3, 1:9, 1:9] = True  # largest candidate, off the lesion
-    s = L.score_volume(_result(pred, [big, pred]), lung, gt)
+    s = hits.score_volume(_result(pred, [big, pred]), lung, gt)
     assert s["hit"] is True and s["hit_largest_cam"] is False
     assert s["random_baseline"] == pytest.approx(32 / 256)
     assert s["dice"] == pytest.approx(2 * 18 / (32 + 32))
     # slice level: only slice 3 infected -> the prediction (slices 1-2) misses, the big candidate hits
     flags = np.array([0, 0, 0, 1])
-    s2 = L.score_volume(_result(pred, [big, pred]), lung, slice_flags=flags)
+    s2 = hits.score_volume(_result(pred, [big, pred]), lung, slice_flags=flags)
     assert s2["hit"] is False and s2["hit_largest_cam"] is True and s2["dice"] is None
     assert s2["random_baseline"] == pytest.approx(0.25)
     # no ground truth at all, or an empty one: nothing scored
-    assert L.score_volume(_result(pred, [pred]), lung)["hit"] is None
-    assert L.score_volume(_result(pred, [pred]), lung, np.zeros_like(gt))["hit"] is None
+    assert hits.score_volume(_result(pred, [pred]), lung)["hit"] is None
+    assert hits.score_volume(_result(pred, [pred]), lung, np.zeros_like(gt))["hit"] is None
     # empty prediction: a miss, no crash
     empty = np.zeros_like(lung)
-    assert L.score_volume(_result(empty, []), lung, gt)["hit"] is False
+    assert hits.score_volume(_result(empty, []), lung, gt)["hit"] is False
 
 
 def test_slice_level_hit_counts_only_points_inside_the_lung():
@@ -623,12 +623,12 @@ def test_slice_level_hit_counts_only_points_inside_the_lung():
     wall[1, 0:2, 0:2] = True  # a "lesion" on the chest wall of an infected slice
     inside = np.zeros_like(lung)
     inside[2, 4:6, 4:6] = True
-    assert L.slice_level_hit(wall, flags) is True  # slice label alone would count it
-    assert L.slice_level_hit(wall, flags, lung=lung) is False
-    assert L.slice_level_hit(inside, flags, lung=lung) is True
-    s = L.score_volume(_result(wall, [wall]), lung, slice_flags=flags)
+    assert hits.slice_level_hit(wall, flags) is True  # slice label alone would count it
+    assert hits.slice_level_hit(wall, flags, lung=lung) is False
+    assert hits.slice_level_hit(inside, flags, lung=lung) is True
+    s = hits.score_volume(_result(wall, [wall]), lung, slice_flags=flags)
     assert s["hit"] is False and s["hit_largest_cam"] is False and s["point_in_lung"] is False
-    assert L.score_volume(_result(inside, [inside]), lung, slice_flags=flags)["point_in_lung"] is True
+    assert hits.score_volume(_result(inside, [inside]), lung, slice_flags=flags)["point_in_lung"] is True
 
 
 def test_hit_rate_table_populations_and_variants():
@@ -642,14 +642,14 @@ def test_hit_rate_table_populations_and_variants():
             rows.append(dict(CAM=cam, window=6, predicted_positive=pos, hit=hit, hit_centroid=False,
                              hit_largest_cam=hit, random_baseline=0.1 * (i + 1), dice=0.5))
     df = pd.DataFrame(rows)
-    pp = L.hit_rate_table(df)
+    pp = hits.hit_rate_table(df)
     assert pp.loc[("linear", 6), "n"] == 2 and pp.loc[("linear", 6), "hits"] == 1
     assert pp.loc[("linear", 6), "random_baseline"] == pytest.approx((0.1 + 0.2) / 2)
-    lo, hi = L.wilson_ci(1, 2)
+    lo, hi = evaluate.wilson_ci(1, 2)
     assert (pp.loc[("linear", 6), "ci_lo"], pp.loc[("linear", 6), "ci_hi"]) == pytest.approx((lo, hi))
     assert pp.loc[("gradcam", 6), "hit_rate"] == 1.0 and pp.loc[("gradcam", 6), "hit_rate_centroid"] == 0.0
-    al = L.hit_rate_table(df, population="all_annotated")
+    al = hits.hit_rate_table(df, population="all_annotated")
     assert al.loc[("linear", 6), "n"] == 3 and al.loc[("linear", 6), "hits"] == 2
     assert al.loc[("linear", 6), "median_dice"] == 0.5
     with pytest.raises(ValueError):
-        L.hit_rate_table(df, population="everyone")
+        hits.hit_rate_table(df, population="everyone")
