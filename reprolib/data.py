@@ -590,7 +590,7 @@ class Acquisition:
     per (dataset, role, label) with its ``files`` count (synthetic profile, numbered rows);
     ``n_files`` and ``n_bytes`` over all files; ``n_patients`` distinct patients or subjects;
     ``seconds``: wall time of the fetch (None for phantoms); ``records`` and ``root``: the
-    phantoms' records (:func:`reprolib.phantoms.make_synthetic_dataset`) and their folder;
+    phantoms' records (:func:`reprolib.phantom_dataset.make_synthetic_dataset`) and their folder;
     ``manifests``: the profile's manifests (empty for phantoms)."""
 
     table: Any
@@ -615,17 +615,17 @@ def acquire(profile: str, work_dir: str | Path, data_dir: str | Path | None = No
     import pandas as pd
 
     if profile == "synthetic":
-        from . import phantoms
+        from . import phantom_dataset
 
         ph = config.load_profile(profile)["data"]["phantoms"]
         out = Path(work_dir) / "synthetic_data"
-        records = phantoms.make_synthetic_dataset(
+        records = phantom_dataset.make_synthetic_dataset(
             out, ct_count=ph["ct_count"], ct_shape=tuple(ph["ct_shape"]),
             ct_spacing_mm=tuple(ph["ct_spacing_mm"]), cxr_per_class=ph["cxr_per_class"],
             cxr_size=ph["cxr_size"], seed=seed)
         for r in records:
             p = out / r["path"]
-            digest = phantoms.directory_sha256(p)[0] if p.is_dir() else sha256_file(p)
+            digest = phantom_dataset.directory_sha256(p)[0] if p.is_dir() else sha256_file(p)
             if digest != r["sha256"]:
                 raise ChecksumError(p, r["sha256"], digest)
         atomic_write_text(Path(work_dir) / "synthetic_records.json", json.dumps(records, indent=1))

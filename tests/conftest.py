@@ -61,7 +61,7 @@ def tiny_build(tmp_path_factory):
 
     import numpy as np
 
-    from reprolib import cxr, cxr_model, modelfile, models, phantoms, preprocess, train
+    from reprolib import cxr, cxr_model, cxr_phantoms, modelfile, models, phantom_files, phantoms, preprocess, train
     from reprolib.io import CTVolume, write_nifti
     from reprolib.provenance import seed_everything
 
@@ -107,13 +107,13 @@ def tiny_build(tmp_path_factory):
     import gzip
 
     raw.write_bytes(gzip.decompress(nii.read_bytes()))
-    files = phantoms.write_dicom_series(ph, inputs / "dicom")
+    files = phantom_files.write_dicom_series(ph, inputs / "dicom")
     with zipfile.ZipFile(inputs / "ct_dicom.zip", "w", zipfile.ZIP_DEFLATED) as zf:
         for f in files:
             zf.write(f, f"series/{f.name}")
     from PIL import Image
 
-    img = phantoms.cxr_phantom(1, "covid19", size=96).image
+    img = cxr_phantoms.cxr_phantom(1, "covid19", size=96).image
     Image.fromarray(np.asarray(img)).save(inputs / "cxr.png")
     Image.fromarray(np.asarray(img)).convert("L").save(inputs / "cxr.jpg", quality=90)
     return {"base": base, "work": work, "results": results, "inputs": inputs, "unet_val_dice": h.val_dice}

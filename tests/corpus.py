@@ -342,7 +342,8 @@ def _(ctx: Ctx) -> Scenario:
 @case("dicom", "dicom-accept-phantom-series")
 def _(ctx: Ctx) -> Scenario:
     """Valid: the phantom writer's series (shuffled names, air outside the field of view)."""
-    from reprolib.phantoms import ct_phantom, write_dicom_series
+    from reprolib.phantom_files import write_dicom_series
+    from reprolib.phantoms import ct_phantom
 
     ph = ct_phantom(0, 1, shape=(12, 48, 48))
     write_dicom_series(ph, ctx.tmp / "ph", shuffle=True)

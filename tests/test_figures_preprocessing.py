@@ -77,7 +77,7 @@ def test_manifest_examples_reads_first_files_by_url(tmp_path):
 
 
 def test_acquire_synthetic_generates_verifies_and_counts(tmp_path, monkeypatch):
-    from reprolib import config, phantoms
+    from reprolib import config, phantom_dataset
 
     tiny = {"data": {"phantoms": {"ct_count": 2, "ct_shape": [12, 48, 48], "ct_spacing_mm": [2.5, 1.4, 1.4],
                                   "cxr_per_class": 2, "cxr_size": 32}}}
@@ -91,14 +91,14 @@ def test_acquire_synthetic_generates_verifies_and_counts(tmp_path, monkeypatch):
     assert len(acq.table) == len({(r["dataset"], r["role"], r["label"]) for r in records})
     assert list(acq.table.columns) == ["dataset", "role", "label", "files"]
 
-    real = phantoms.make_synthetic_dataset
+    real = phantom_dataset.make_synthetic_dataset
 
     def corrupt(*args, **kwargs):  # a record whose digest does not match its file
         recs = real(*args, **kwargs)
         recs[0] = dict(recs[0], sha256="f" * 64)
         return recs
 
-    monkeypatch.setattr(phantoms, "make_synthetic_dataset", corrupt)
+    monkeypatch.setattr(phantom_dataset, "make_synthetic_dataset", corrupt)
     from reprolib.errors import ChecksumError
 
     with pytest.raises(ChecksumError):
@@ -190,7 +190,7 @@ def test_unet_holdout_by_split_and_by_patients():
 
 
 def test_score_unet_against_pseudo_labels_and_exact_lungs(tmp_path, monkeypatch):
-    from reprolib import train
+    from reprolib import segment
 
     shape = (8, 8, 8)
     truth = _box_mask((4, 8, 8), 1, 3, 2, 6, 2, 6)
@@ -200,7 +200,7 @@ def test_score_unet_against_pseudo_labels_and_exact_lungs(tmp_path, monkeypatch)
     pred = _box_mask(shape, 2, 6, 2, 6, 2, 4)
     monkeypatch.setattr(cohort, "load_preprocessed",
                         lambda npz: {"ct_u8": np.zeros(shape, np.uint8), "lung_mask": pseudo})
-    monkeypatch.setattr(train, "segment_volume", lambda unet, ct, batch=8, size=None: pred.copy())
+    monkeypatch.setattr(segment, "segment_volume", lambda unet, ct, batch=8, size=None: pred.copy())
     held = pd.DataFrame({"case_id": ["x", "y"], "npz": ["x.npz", "y.npz"],
                          "lung_mask": [str(tmp_path / "lung.nii.gz")] * 2})
     scores, shown = cohort.score_unet(object(), held, exact_lungs=True)

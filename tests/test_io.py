@@ -393,7 +393,8 @@ def test_write_nifti_replaces_atomically(tmp_path):
 
 # ----------------------------------------------------------------------------- slice labels
 def _label_files(tmp_path, locations, labels_row, n_rows=3, row=1):
-    from reprolib.phantoms import ct_phantom, write_dicom_series
+    from reprolib.phantom_files import write_dicom_series
+    from reprolib.phantoms import ct_phantom
 
     ph = ct_phantom(0, 0, shape=(12, 48, 48), finding="clear")
     d = tmp_path / "series"

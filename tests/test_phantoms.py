@@ -9,18 +9,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from reprolib.cxr_phantoms import CXR_LABELS, cxr_phantom, write_png
 from reprolib.errors import ConfigError, DicomError, ImageError, NiftiError
-from reprolib.phantoms import (
-    CXR_LABELS,
-    ct_phantom,
-    cxr_phantom,
-    directory_sha256,
-    make_synthetic_dataset,
-    write_dicom_series,
-    write_nifti,
-    write_nifti_mask,
-    write_png,
-)
+from reprolib.phantom_dataset import directory_sha256, make_synthetic_dataset
+from reprolib.phantom_files import write_dicom_series, write_nifti, write_nifti_mask
+from reprolib.phantoms import ct_phantom
 
 SMALL = (16, 64, 64)
 FULL26 = np.ones((3, 3, 3), dtype=bool)

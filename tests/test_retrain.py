@@ -98,11 +98,11 @@ def test_default_holdout_never_holds_a_training_image_whatever_the_seed(tmp_path
     old default (re-splitting with the profile's seed) leaks training images after ``--seed N``."""
     import json as _json
 
-    from reprolib import cxr, cxr_sources, phantoms
+    from reprolib import cxr, cxr_sources, phantom_dataset
     from reprolib.files import sha256_file
 
     work = tmp_path / "work"
-    recs = phantoms.make_synthetic_dataset(work / "synthetic_data", ct_count=0, cxr_per_class=8, cxr_size=32)
+    recs = phantom_dataset.make_synthetic_dataset(work / "synthetic_data", ct_count=0, cxr_per_class=8, cxr_size=32)
     (work / "synthetic_records.json").write_text(_json.dumps(recs))
     dev0, _ = cxr_sources.profile_records("synthetic", None, work)
     leaked_somewhere = False

@@ -73,7 +73,7 @@ def test_batch_must_split_evenly_over_ranks(monkeypatch):
     from reprolib.errors import ConfigError
 
     monkeypatch.setattr(train, "dist_context", lambda: distributed.DistContext(world=3, rank=0))
-    monkeypatch.setattr(train, "_wrap_ddp", lambda model, dev, ctx: model)
+    monkeypatch.setattr(train, "wrap_ddp", lambda model, dev, ctx: model)
     x = torch.zeros(2, 4, 32, 48)
     data = volume_data.VolumeDataset([(x, 0, "a"), (x, 1, "b")])
     cfg = train.TrainConfig(epochs=1, batch=2, augment="none", progress=False)

@@ -34,7 +34,7 @@ def synthetic_examples(records: Sequence[dict], root: str | Path, per_class: int
     ``per_class`` X-rays of every class (classes sorted by name, records in their order), then
     the middle axial slice of the first ``n_ct`` CT phantoms, clipped to the display window
     :data:`WINDOW_HU` and rotated to the usual orientation. ``records`` are those of
-    :func:`reprolib.phantoms.make_synthetic_dataset`, paths relative to ``root``.
+    :func:`reprolib.phantom_dataset.make_synthetic_dataset`, paths relative to ``root``.
     Returns ``(images, titles)``: 2D arrays (X-rays uint8 at most 256 px, CT slices in HU)."""
     import nibabel as nib
 
