@@ -35,27 +35,27 @@ bench_json = None  # default: $REPRO_BENCH_JSON or benchmarks/out/bench.json
 # %% tags=["remove-input"]
 from pathlib import Path
 
-from reprolib import bench, book, config, paper_values, provenance
+from reprolib import bench, bench_page, book, config, paper_values, provenance
 from reprolib.figures import performance
 
 provenance.seed_everything(seed)
 nb = book.Notebook("09_performance", profile, results_dir)
 nb.banner()
 path = Path(bench_json) if bench_json else config.bench_json()
-doc, source, ran_here = bench.load_for_page(path, Path(work_dir or config.work_dir(profile)) / "bench_quick.json")
-size = bench.sizes(doc)
+doc, source, ran_here = bench_page.load_for_page(path, Path(work_dir or config.work_dir(profile)) / "bench_quick.json")
+size = bench_page.sizes(doc)
 
 # %% tags=["remove-input"]
 nb.glue("bench_source", source)
-nb.glue_markdown("bench_note", bench.quick_banner(source, path, ran_here), timing=True)
-origin = bench.source_phrase(doc, source, path, ran_here, provenance.git_state().get("commit"))
+nb.glue_markdown("bench_note", bench_page.quick_banner(source, path, ran_here), timing=True)
+origin = bench_page.source_phrase(doc, source, path, ran_here, provenance.git_state().get("commit"))
 nb.glue_markdown("bench_origin", origin, timing=True)  # names a file, a date and a commit: run-specific
-nb.glue_text("bench_hardware", bench.hardware_phrase(doc), timing=True)
+nb.glue_text("bench_hardware", bench_page.hardware_phrase(doc), timing=True)
 nb.glue_text("paper_seconds_per_ct", paper_values.DECOVNET["seconds_per_ct_gpu"], "{:.2f}")
-nb.glue_text("lp_seconds_forward", bench.headline_forward(doc, source), timing=True)
-nb.glue_text("lp_seconds_pipeline", bench.headline_pipeline(doc, source), timing=True)
-nb.glue_text("gpu_seconds_pipeline", bench.gpu_seconds_pipeline(doc), "{:.1f} s")
-_ = nb.glue_text("gpu_name", bench.gpu_name(doc))
+nb.glue_text("lp_seconds_forward", bench_page.headline_forward(doc, source), timing=True)
+nb.glue_text("lp_seconds_pipeline", bench_page.headline_pipeline(doc, source), timing=True)
+nb.glue_text("gpu_seconds_pipeline", bench_page.gpu_seconds_pipeline(doc), "{:.1f} s")
+_ = nb.glue_text("gpu_name", bench_page.gpu_name(doc))
 
 # %% [markdown]
 # ```{glue:md} bench_note
@@ -93,10 +93,10 @@ bf16_note = ("measured, " if bf.get("native") else "not measured, ") + str(bf.ge
 _ = nb.glue_text("bf16_note", bf16_note, timing=True)
 
 # %% tags=["hide-input"]
-nb.glue_table("decovnet_table", bench.decovnet_table(doc), record=False)
+nb.glue_table("decovnet_table", bench_page.decovnet_table(doc), record=False)
 nb.glue_figure("decovnet_time_vs_T", performance.decovnet_time_vs_T(
-    bench.decovnet_frame(doc), paper_values.DECOVNET["seconds_per_ct_gpu"], size["decovnet_slice"],
-    bench.device_label(doc, "decovnet")))
+    bench_page.decovnet_frame(doc), paper_values.DECOVNET["seconds_per_ct_gpu"], size["decovnet_slice"],
+    bench_page.device_label(doc, "decovnet")))
 
 # %% [markdown]
 # :::{table} DeCoVNet inference per volume by depth T and variant: median seconds, ratio to eager fp32, multiply–accumulates, achieved GFLOP/s (2 FLOP per MAC), the largest logit difference to eager fp32 and the job's peak resident memory.
@@ -124,7 +124,7 @@ nb.glue_figure("decovnet_time_vs_T", performance.decovnet_time_vs_T(
 # ## The lung U-Net and the chest X-ray ResNet-50
 
 # %% tags=["hide-input"]
-nb.glue_table("nets_table", bench.nets_table(doc), record=False)
+nb.glue_table("nets_table", bench_page.nets_table(doc), record=False)
 
 # %% tags=["remove-input"]
 unet = next(r for r in doc["rows"] if r["job"] == "unet")
@@ -168,7 +168,7 @@ nb.glue_timing("pre_ratio", p["ratio"], 2)
 nb.glue("pre_target_ratio", bench.TARGET_PREPROCESS_RATIO)
 nb.glue_text("pre_ratio_met", "met" if p["met_ratio"] else "not met", timing=True)
 nb.glue_timing("pre_peak_mb", p["peak_rss_MB"], 0)
-nb.glue_text("pre_met", bench.preprocess_verdict(doc), timing=True)
+nb.glue_text("pre_met", bench_page.preprocess_verdict(doc), timing=True)
 nb.glue("pre_target_s", bench.TARGET_PREPROCESS_S)
 _ = nb.glue("pre_target_mb", bench.TARGET_PREPROCESS_RSS_MB)
 
@@ -202,17 +202,17 @@ nb.glue_text("pipe_ratio_met", "met" if pl.get("met") else "not met", timing=Tru
 nb.glue_text("pipe_abs_dp", bench.or_nan(pl.get("abs_dp")), "{:.1e}", timing=True)
 nb.glue_timing("pipe_peak_gflops", pl["peak_gflops"], 0)
 nb.glue_timing("pipe_unet_share", 100 * pl["unet_share"], 0)
-nb.glue_timing("pipe_unet_peak_pct", bench.pipeline_frame(doc)["% of peak"].iloc[0], 0)
-nb.glue_markdown("pipe_ceiling", bench.ceiling_phrase(doc, bench.build_ceilings(work_dir or config.work_dir(profile))),
+nb.glue_timing("pipe_unet_peak_pct", bench_page.pipeline_frame(doc)["% of peak"].iloc[0], 0)
+nb.glue_markdown("pipe_ceiling", bench_page.ceiling_phrase(doc, bench_page.build_ceilings(work_dir or config.work_dir(profile))),
                  timing=True)
 nb.glue_timing("pipe_ref_lung_pct", 100 * pl["reference_lung_fraction"], 0)
 nb.glue_timing("pipe_ref_p", pl["reference_p_covid"], 3)
-_ = nb.glue_markdown("own_models", bench.own_models_phrase(profile, work_dir, results_dir), timing=True)
+_ = nb.glue_markdown("own_models", bench_page.own_models_phrase(profile, work_dir, results_dir), timing=True)
 
 # %% tags=["hide-input"]
-nb.glue_table("pipeline_table", bench.pipeline_table(doc), record=False)
+nb.glue_table("pipeline_table", bench_page.pipeline_table(doc), record=False)
 nb.glue_figure("pipeline_stages", performance.pipeline_stages(
-    bench.pipeline_stages(doc), pl["slices_1mm"], size["pipe_slice"], bench.device_label(doc, "pipeline")))
+    bench_page.pipeline_stages(doc), pl["slices_1mm"], size["pipe_slice"], bench_page.device_label(doc, "pipeline")))
 
 # %% [markdown]
 # :::{table} `repro predict ct` of one volume by speed: seconds, ratio to the reference, the U-Net's input size, seconds and achieved GFLOP/s (2 FLOP per MAC) and its share of this machine's measured fp32 matrix-multiply peak, bf16 or not, the change of p(COVID) against the reference run, and the mask Dice ceiling of a run that resizes the slices (the lung pseudo-label resized to the U-Net's input size and back, compared with itself).
@@ -247,8 +247,8 @@ nb.glue_figure("pipeline_stages", performance.pipeline_stages(
 # ## Rebuilding the book
 
 # %% tags=["hide-input"]
-nb.glue_table("rebuild_table", bench.rebuild_table(doc), record=False)
-nb.glue_markdown("rebuild_note", bench.rebuild_phrase(doc), timing=True)
+nb.glue_table("rebuild_table", bench_page.rebuild_table(doc), record=False)
+nb.glue_markdown("rebuild_note", bench_page.rebuild_phrase(doc), timing=True)
 
 # %% [markdown]
 # The rebuild of a built book was {glue:md}`rebuild_note`. *Cold* is the execution of every
@@ -265,7 +265,7 @@ nb.glue_markdown("rebuild_note", bench.rebuild_phrase(doc), timing=True)
 # :::
 
 # %% tags=["remove-input"]
-nb.glue_markdown("gpu_note", bench.gpu_note(doc), timing=True)
+nb.glue_markdown("gpu_note", bench_page.gpu_note(doc), timing=True)
 
 # %% [markdown]
 # ## On a GPU

@@ -10,7 +10,7 @@ import json
 import pytest
 from tinynb import write_notebook
 
-from reprolib import bench, models, runner
+from reprolib import bench, bench_page, models, runner
 from reprolib.errors import ConfigError, InputError
 
 
@@ -147,8 +147,8 @@ def test_pipeline_job_runs_predict_ct_at_both_speeds(tmp_path):
     assert r["slices_1mm"] == 30 and ref["unet_macs"] == models.count_macs(models.UNet2D(), (1, 1, 64, 64)) * 30
     for run_ in (ref, fast):
         secs = run_["seconds"]
-        assert set(secs) == set(bench.PIPELINE_STAGES) | {"total"}
-        assert secs["total"] >= sum(secs[k] for k in bench.PIPELINE_STAGES) * 0.99
+        assert set(secs) == set(bench_page.PIPELINE_STAGES) | {"total"}
+        assert secs["total"] >= sum(secs[k] for k in bench_page.PIPELINE_STAGES) * 0.99
     assert r["peak_gflops"] > 0
     assert 0 < r["label_fraction"] < 0.5 and r["weights"] == "untrained (seed 0)"
     assert fast["resolution_ceiling"] is None  # nothing resized, nothing to bound
@@ -173,9 +173,9 @@ def test_build_ceilings_read_the_verified_preprocessing_cache(tmp_path):
     from reprolib.io import CTVolume
     from reprolib.memtrace import synthetic_chest
 
-    assert bench.build_ceilings(tmp_path) == []  # no cache folder: nothing to measure
+    assert bench_page.build_ceilings(tmp_path) == []  # no cache folder: nothing to measure
     vol = CTVolume(hu=synthetic_chest(8, 288), spacing_mm=(2.0, 0.7, 0.7))
     res, _ = preprocess_cache.cached_preprocess(vol, tmp_path / "preprocessed", {"qc_lung_volume_ml": (0.0, 1e9)})
-    (got,) = bench.build_ceilings(tmp_path)
+    (got,) = bench_page.build_ceilings(tmp_path)
     assert got == bench.resolution_ceiling(res["lung_mask"], (256, 256)) and 0.9 < got < 1.0
-    assert bench.build_ceilings(tmp_path, side=288) == []  # slices not larger than the cap: not resized
+    assert bench_page.build_ceilings(tmp_path, side=288) == []  # slices not larger than the cap: not resized

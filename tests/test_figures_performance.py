@@ -11,7 +11,7 @@ import math
 import pandas as pd
 import pytest
 
-from reprolib import bench
+from reprolib import bench, bench_page
 from reprolib.book import format_columns as book_format_columns
 from reprolib.figures import performance
 
@@ -76,13 +76,13 @@ def _on_gpu(doc, device="cuda", name="Tesla K80"):
 def test_load_for_page_reads_the_file_or_runs_the_quick_benchmark(doc, tmp_path, monkeypatch):
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(doc))
-    got, source, ran_here = bench.load_for_page(path, tmp_path / "quick.json")
+    got, source, ran_here = bench_page.load_for_page(path, tmp_path / "quick.json")
     assert (got["created"], source, ran_here) == (doc["created"], "full", False)
     path.write_text(json.dumps({**doc, "quick": True}))
-    assert bench.load_for_page(path, tmp_path / "quick.json")[1:] == ("quick", False)
+    assert bench_page.load_for_page(path, tmp_path / "quick.json")[1:] == ("quick", False)
     calls = []
     monkeypatch.setattr(bench, "run", lambda jobs, **kw: calls.append((jobs, kw)) or {"quick": True})
-    got, source, ran_here = bench.load_for_page(tmp_path / "absent.json", tmp_path / "quick.json")
+    got, source, ran_here = bench_page.load_for_page(tmp_path / "absent.json", tmp_path / "quick.json")
     assert (got, source, ran_here) == ({"quick": True}, "quick", True)
     ((jobs, kw),) = calls
     assert jobs == bench.plan(quick=True) and kw["out"] == tmp_path / "quick.json" and kw["quick"] is True
@@ -91,74 +91,74 @@ def test_load_for_page_reads_the_file_or_runs_the_quick_benchmark(doc, tmp_path,
 
 # --------------------------------------------------------------------------- device and GPU
 def test_gpu_values_only_for_networks_measured_on_a_gpu(doc):
-    assert not bench.on_gpu(doc) and bench.gpu_name(doc) is None and bench.gpu_seconds_pipeline(doc) is None
+    assert not bench_page.on_gpu(doc) and bench_page.gpu_name(doc) is None and bench_page.gpu_seconds_pipeline(doc) is None
     present = copy.deepcopy(doc)
     present["hardware"]["gpu"] = "Tesla K80"  # present but the jobs ran on the CPU: no GPU figure
-    assert not bench.on_gpu(present) and bench.gpu_name(present) is None
-    assert bench.gpu_seconds_pipeline(present) is None
+    assert not bench_page.on_gpu(present) and bench_page.gpu_name(present) is None
+    assert bench_page.gpu_seconds_pipeline(present) is None
     for device in ("cuda", "cuda:0", "auto"):
         g = _on_gpu(doc, device)
-        assert bench.on_gpu(g) and bench.on_gpu(g, "pipeline")
-        assert bench.gpu_name(g) == "Tesla K80" and bench.gpu_seconds_pipeline(g) == 10.0  # the fast run
+        assert bench_page.on_gpu(g) and bench_page.on_gpu(g, "pipeline")
+        assert bench_page.gpu_name(g) == "Tesla K80" and bench_page.gpu_seconds_pipeline(g) == 10.0  # the fast run
     quick = {**_on_gpu(doc), "quick": True}  # a quick run's tiny volume says nothing about a CT
-    assert bench.gpu_name(quick) == "Tesla K80" and bench.gpu_seconds_pipeline(quick) is None
+    assert bench_page.gpu_name(quick) == "Tesla K80" and bench_page.gpu_seconds_pipeline(quick) is None
     no_gpu_auto = _on_gpu(doc, "auto", name=None)  # "auto" without a GPU ran on the CPU
-    assert not bench.on_gpu(no_gpu_auto) and bench.gpu_seconds_pipeline(no_gpu_auto) is None
+    assert not bench_page.on_gpu(no_gpu_auto) and bench_page.gpu_seconds_pipeline(no_gpu_auto) is None
 
 
 def test_device_label_and_hardware_phrase(doc):
-    assert bench.device_label(doc, "decovnet") == "CPU, 2 threads"
-    assert bench.device_label(_on_gpu(doc), "pipeline") == "GPU, Tesla K80"
-    assert bench.hardware_phrase(doc) == "Test CPU (4 logical cores), torch 9.9, 2 threads per job; GPU: none"
+    assert bench_page.device_label(doc, "decovnet") == "CPU, 2 threads"
+    assert bench_page.device_label(_on_gpu(doc), "pipeline") == "GPU, Tesla K80"
+    assert bench_page.hardware_phrase(doc) == "Test CPU (4 logical cores), torch 9.9, 2 threads per job; GPU: none"
 
 
 # --------------------------------------------------------------------------- phrases
 def test_sizes_state_what_each_figure_was_measured_at(doc):
-    assert bench.sizes(doc) == {
+    assert bench_page.sizes(doc) == {
         "decovnet_slice": "224×336", "unet_input": "512×512", "resnet_input": "224×224",
         "pre_shape": "400×512×300", "pre_spacing": "1.25 mm", "pre_slice": "400×512",
         "pipe_shape": "400×512×51", "pipe_spacing": "1.25 mm", "pipe_slice": "400×512"}
-    assert bench.sizes({"rows": []}) == {}
+    assert bench_page.sizes({"rows": []}) == {}
 
 
 def test_headlines_state_value_and_size_and_hide_quick_figures(doc):
-    assert bench.headline_forward(doc, "full") == "8.00 s eager, 3.00 s jit (CPU, 2 threads, T = 300 slices of 224×336)"
-    assert bench.headline_pipeline(doc, "full") == ("40.0 s reference, 10.0 s fast (U-Net at 200×256) for 64 "
+    assert bench_page.headline_forward(doc, "full") == "8.00 s eager, 3.00 s jit (CPU, 2 threads, T = 300 slices of 224×336)"
+    assert bench_page.headline_pipeline(doc, "full") == ("40.0 s reference, 10.0 s fast (U-Net at 200×256) for 64 "
                                                     "slices of 400×512 (CPU, 2 threads)")
-    assert bench.headline_forward(doc, "quick") == bench.NOT_MEASURED
-    assert bench.headline_pipeline(doc, "quick") == bench.NOT_MEASURED
-    assert bench.NOT_MEASURED == "not measured in this build (run make bench, then rebuild the book)"
+    assert bench_page.headline_forward(doc, "quick") == bench_page.NOT_MEASURED
+    assert bench_page.headline_pipeline(doc, "quick") == bench_page.NOT_MEASURED
+    assert bench_page.NOT_MEASURED == "not measured in this build (run make bench, then rebuild the book)"
     doc["rows"][1]["max_abs_diff"]["jit"] = 1.0  # outside the tolerance: no fast variant counts
     doc["summary"] = bench.summarize(doc)
-    assert bench.headline_forward(doc, "full").startswith("8.00 s eager, no fast variant within tolerance (")
-    assert bench.headline_pipeline({"rows": [], "summary": {}}, "full") == bench.NOT_MEASURED
+    assert bench_page.headline_forward(doc, "full").startswith("8.00 s eager, no fast variant within tolerance (")
+    assert bench_page.headline_pipeline({"rows": [], "summary": {}}, "full") == bench_page.NOT_MEASURED
 
 
 def test_source_phrase_and_banner_name_the_file_never_its_folder(doc, tmp_path):
     path = tmp_path / "deep" / "bench.json"
-    same = bench.source_phrase(doc, "full", path, False, "a" * 40)
+    same = bench_page.source_phrase(doc, "full", path, False, "a" * 40)
     assert same == "`bench.json`, written by `repro bench` on 2026-01-02 at commit `aaaaaaaaaaaa`"
-    other = bench.source_phrase(doc, "full", path, False, "b" * 40)
+    other = bench_page.source_phrase(doc, "full", path, False, "b" * 40)
     assert other == same + " (this book: `bbbbbbbbbbbb`)"
-    assert "--quick" in bench.source_phrase({**doc, "quick": True}, "quick", path, False, "a" * 40)
-    here = bench.source_phrase(doc, "quick", path, True)
+    assert "--quick" in bench_page.source_phrase({**doc, "quick": True}, "quick", path, False, "a" * 40)
+    here = bench_page.source_phrase(doc, "quick", path, True)
     assert here == "the quick benchmark this page ran itself, because no `bench.json` was found"
-    assert bench.quick_banner("full", path, False) == ""
+    assert bench_page.quick_banner("full", path, False) == ""
     for ran_here in (True, False):
-        banner = bench.quick_banner("quick", path, ran_here)
+        banner = bench_page.quick_banner("quick", path, ran_here)
         assert banner.startswith(":::{admonition} Quick benchmark\n:class: warning\n") and banner.endswith(":::")
         assert "`bench.json`" in banner and str(tmp_path) not in banner
-    assert "ran the *quick* benchmark itself" in bench.quick_banner("quick", path, True)
-    assert "`repro bench --quick`" in bench.quick_banner("quick", path, False)
+    assert "ran the *quick* benchmark itself" in bench_page.quick_banner("quick", path, True)
+    assert "`repro bench --quick`" in bench_page.quick_banner("quick", path, False)
     for text in (same, other, here):
         assert str(tmp_path) not in text
 
 
 def test_gpu_note_and_preprocess_verdict(doc):
-    assert bench.gpu_note(doc).startswith("Every figure above is a CPU figure.")
-    assert bench.gpu_note(_on_gpu(doc)) == "The network and pipeline figures above were measured on it."
+    assert bench_page.gpu_note(doc).startswith("Every figure above is a CPU figure.")
+    assert bench_page.gpu_note(_on_gpu(doc)) == "The network and pipeline figures above were measured on it."
     # 2.5 s ≤ 3 s; 2000 MB > 1536 MB
-    assert bench.preprocess_verdict(doc) == "time met, memory not met"
+    assert bench_page.preprocess_verdict(doc) == "time met, memory not met"
 
 
 # --------------------------------------------------------------------------- tables
@@ -171,7 +171,7 @@ def test_format_columns_gives_each_column_its_precision():
 
 def test_decovnet_frame_and_table(doc):
     doc["rows"][0]["seconds"] = dict(sorted(doc["rows"][0]["seconds"].items()))  # as JSON stores them
-    f = bench.decovnet_frame(doc)
+    f = bench_page.decovnet_frame(doc)
     # eager first, then the variants in the record's order
     assert list(zip(f["T"], f["variant"])) == [(100, "eager"), (100, "channels_last"), (100, "jit"),
                                                (300, "eager"), (300, "jit")]
@@ -179,7 +179,7 @@ def test_decovnet_frame_and_table(doc):
     assert top_jit["seconds"] == 3.0 and top_jit["× eager"] == pytest.approx(3 / 8)
     assert top_jit["GMAC"] == pytest.approx(60.0) and top_jit["GFLOP/s"] == pytest.approx(2 * 60 / 3)
     assert top_jit["max |Δ logit|"] == 1e-9 and top_jit["threads"] == 2
-    t = bench.decovnet_table(doc)
+    t = bench_page.decovnet_table(doc)
     assert t.index.names == ["T", "variant"]
     assert t.loc[(300, "jit")].to_dict() == {"seconds": "3.00", "× eager": "0.38", "GMAC": "60.0",
                                              "GFLOP/s": "40.0", "max |Δ logit|": "1.0e-09",
@@ -188,24 +188,24 @@ def test_decovnet_frame_and_table(doc):
 
 
 def test_nets_frame_and_table(doc):
-    f = bench.nets_frame(doc)
+    f = bench_page.nets_frame(doc)
     assert list(zip(f["network"], f["variant"])) == [("lung U-Net", "eager"), ("lung U-Net", "jit"),
                                                      ("CXR ResNet-50", "eager"), ("CXR ResNet-50", "jit")]
     unet_jit = f.iloc[1]
     assert unet_jit["input"] == "512×512 slice" and unet_jit["items/s"] == pytest.approx(4.0)
     assert unet_jit["GFLOP/s"] == pytest.approx(2 * 1.0 / 0.25) and unet_jit["batch"] == 8
-    t = bench.nets_table(doc)
+    t = bench_page.nets_table(doc)
     assert t.loc[("CXR ResNet-50", "jit")].to_dict() == {"input": "224×224 image", "seconds per item": "0.0500",
                                                          "items/s": "20.0", "GMAC": "4.00", "GFLOP/s": "160.0",
                                                          "max |Δ|": "3.0e-06", "batch": 16}
 
 
 def test_pipeline_stages_in_pipeline_order(doc):
-    s = bench.pipeline_stages(doc)
+    s = bench_page.pipeline_stages(doc)
     assert list(s.columns) == ["read", "preprocess", "unet", "decovnet_and_localisation"]
     assert list(s.index) == ["reference", "fast"]
     assert s.loc["reference"].sum() == 40.0 and s.loc["fast", "unet"] == 5.0  # the total is not a stage
-    assert bench.pipeline_stages({"rows": []}).empty
+    assert bench_page.pipeline_stages({"rows": []}).empty
 
 
 def test_pipeline_summary_frame_and_table(doc):
@@ -214,21 +214,21 @@ def test_pipeline_summary_frame_and_table(doc):
     p = doc["summary"]["pipeline"]
     assert p["ratio"] == pytest.approx(0.25) and p["met"] is True  # 10 / 40 ≤ 0.25
     assert (p["dice"], p["abs_dp"], p["fast_unet_size"], p["resolution_ceiling"]) == (0.98, 0.01, [256, 200], 0.995)
-    f = bench.pipeline_frame(doc)
+    f = bench_page.pipeline_frame(doc)
     assert f.loc["fast", "× reference"] == pytest.approx(0.25) and f.loc["fast", "% of peak"] == pytest.approx(60.0)
     assert f.loc["reference", "U-Net input"] == "400×512" and f.loc["fast", "U-Net input"] == "200×256"
-    t = bench.pipeline_table(doc)
+    t = bench_page.pipeline_table(doc)
     assert t.loc["fast"].to_dict() == {"seconds": "10.0", "× reference": "0.25", "U-Net input": "200×256",
                                        "U-Net (s)": "5.0", "U-Net GFLOP/s": "60.0", "% of peak": "60", "bf16": "no",
                                        "|Δp| vs reference": "1.0e-02", "mask Dice ceiling": "0.9950"}
     assert t.loc["reference", "mask Dice ceiling"] == "–"  # full size: nothing to bound
     assert list(t.index) == ["reference", "fast"]  # the baseline first, whatever the file's key order
-    assert bench.ceiling_phrase(doc).startswith("the synthetic chest's lung pseudo-label, taken to 200×256 px and back")
-    assert "keeps Dice 0.9950 with itself" in bench.ceiling_phrase(doc)
-    assert "this build has no real CT volume" in bench.ceiling_phrase(doc)
-    assert "this build's 2 real CT volumes it is 0.9900 to 0.9990 (" in bench.ceiling_phrase(doc, [0.999, 0.99])
+    assert bench_page.ceiling_phrase(doc).startswith("the synthetic chest's lung pseudo-label, taken to 200×256 px and back")
+    assert "keeps Dice 0.9950 with itself" in bench_page.ceiling_phrase(doc)
+    assert "this build has no real CT volume" in bench_page.ceiling_phrase(doc)
+    assert "this build's 2 real CT volumes it is 0.9900 to 0.9990 (" in bench_page.ceiling_phrase(doc, [0.999, 0.99])
     doc["summary"]["pipeline"]["resolution_ceiling"] = None
-    assert "does not resize the slices" in bench.ceiling_phrase(doc)
+    assert "does not resize the slices" in bench_page.ceiling_phrase(doc)
 
 
 def test_preprocess_summary_compares_the_engines_of_one_run(doc):
@@ -241,26 +241,26 @@ def test_preprocess_summary_compares_the_engines_of_one_run(doc):
 
 
 def test_rebuild_frame_table_and_phrase(doc):
-    f = bench.rebuild_frame(doc)
+    f = bench_page.rebuild_frame(doc)
     assert f.loc["cold"].tolist() == [600.0, 100.0, 700.0, 9]
     assert f.loc["cached"].tolist() == [5.0, 50.0, 55.0, 0]
-    assert bench.rebuild_table(doc).loc["cached"].tolist() == ["5.0", "50.0", "55.0", "0"]
-    assert bench.rebuild_phrase(doc) == ("measured on the `sample` book, 9 notebooks, of which the cached "
+    assert bench_page.rebuild_table(doc).loc["cached"].tolist() == ["5.0", "50.0", "55.0", "0"]
+    assert bench_page.rebuild_phrase(doc) == ("measured on the `sample` book, 9 notebooks, of which the cached "
                                          "`repro run` skipped 9")
     doc["rows"][-1] = {"job": "book", "profile": None, "skipped": "no profile has a successful `repro run`"}
-    f = bench.rebuild_frame(doc)
+    f = bench_page.rebuild_frame(doc)
     assert list(f.index) == ["cold", "cached"] and f.isna().all().all()
-    assert set(bench.rebuild_table(doc).to_numpy().ravel()) == {"–"}
-    assert bench.rebuild_phrase(doc) == "not measured by this benchmark (no profile has a successful `repro run`)"
+    assert set(bench_page.rebuild_table(doc).to_numpy().ravel()) == {"–"}
+    assert bench_page.rebuild_phrase(doc) == "not measured by this benchmark (no profile has a successful `repro run`)"
     doc["rows"].pop()
-    assert bench.rebuild_phrase(doc) == "not measured by this benchmark (quick run or `--no-book`)"
+    assert bench_page.rebuild_phrase(doc) == "not measured by this benchmark (quick run or `--no-book`)"
 
 
 # --------------------------------------------------------------------------- figures
 def test_decovnet_time_vs_T_draws_each_variant_and_the_paper_line(doc):
     import matplotlib.pyplot as plt
 
-    fig = performance.decovnet_time_vs_T(bench.decovnet_frame(doc), 1.93, "224×336", "CPU, 2 threads")
+    fig = performance.decovnet_time_vs_T(bench_page.decovnet_frame(doc), 1.93, "224×336", "CPU, 2 threads")
     ax = fig.axes[0]
     lines = {ln.get_label(): ln for ln in ax.get_lines()}
     assert list(lines["eager"].get_xdata()) == [100, 300] and list(lines["eager"].get_ydata()) == [2.0, 8.0]
@@ -277,7 +277,7 @@ def test_decovnet_time_vs_T_draws_each_variant_and_the_paper_line(doc):
 def test_pipeline_stages_figure_stacks_the_stages(doc):
     import matplotlib.pyplot as plt
 
-    fig = performance.pipeline_stages(bench.pipeline_stages(doc), 64, "400×512", "CPU, 2 threads")
+    fig = performance.pipeline_stages(bench_page.pipeline_stages(doc), 64, "400×512", "CPU, 2 threads")
     ax = fig.axes[0]
     ref = [c.patches[0] for c in ax.containers]    # the first speed, drawn on top
     fast = [c.patches[1] for c in ax.containers]

@@ -15,8 +15,8 @@ def decovnet_time_vs_T(frame: "pd.DataFrame", paper_seconds: float, slice_size: 
     """Seconds per volume against depth T, one line per variant (a cross for a variant measured at
     a single T), with the paper's whole-pipeline GPU time as a dashed line.
 
-    ``frame``: :func:`reprolib.bench.decovnet_frame`; ``slice_size`` (``"224×336"``) and ``where``
-    (:func:`reprolib.bench.device_label`) label the axes."""
+    ``frame``: :func:`reprolib.bench_page.decovnet_frame`; ``slice_size`` (``"224×336"``) and ``where``
+    (:func:`reprolib.bench_page.device_label`) label the axes."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -35,7 +35,7 @@ def decovnet_time_vs_T(frame: "pd.DataFrame", paper_seconds: float, slice_size: 
 
 
 def pipeline_stages(stages: "pd.DataFrame", slices: int, slice_size: str, where: str) -> "Figure":
-    """One horizontal stacked bar per speed (``stages``: :func:`reprolib.bench.pipeline_stages`,
+    """One horizontal stacked bar per speed (``stages``: :func:`reprolib.bench_page.pipeline_stages`,
     rows = speeds, columns = stages in order), each segment a stage's seconds, the bar's total at
     its end; the title names the volume (``slices`` 1 mm slices of ``slice_size``) and ``where``
     it ran."""
