@@ -27,8 +27,8 @@ import scipy  # noqa: E402
 
 from reprolib import crop, lungmask
 from reprolib import preprocess as pp  # noqa: E402
-from reprolib.io import CTVolume  # noqa: E402
 from reprolib.memtrace import TARGET_COPIES, MemoryTrace, copy_bytes, synthetic_chest  # noqa: E402
+from reprolib.volume import CTVolume  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

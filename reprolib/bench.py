@@ -194,7 +194,7 @@ def job_preprocess(volume_npy: str, spacing_mm: Sequence[float], workers: int = 
     import numpy as np
 
     from . import preprocess as pp
-    from .io import CTVolume
+    from .volume import CTVolume
 
     hu = np.load(volume_npy)
     base = _rss_mb()
@@ -271,7 +271,7 @@ def job_pipeline(volume_npy: str, spacing_mm: Sequence[float], threads: int = 2,
 
     torch, dev, sync = _device_setup(device, threads)
     # everything predict_ct imports, imported before the clock starts for any speed
-    from . import cohort, evaluate, io, localize, models, predict, preprocess, scans, segment, train  # noqa: F401
+    from . import cohort, evaluate, io, localize, models, predict, preprocess, scans, segment, train, volume  # noqa: F401
 
     torch.manual_seed(0)
     unet = models.UNet2D().eval().to(dev)
@@ -280,7 +280,7 @@ def job_pipeline(volume_npy: str, spacing_mm: Sequence[float], threads: int = 2,
                                hw=tuple(int(v) for v in hw), z_step=int(z_step), fc_init="official")
     runs: dict[str, Any] = {}
     masks: dict[str, Any] = {}
-    vol = io.CTVolume(hu=np.load(volume_npy), spacing_mm=tuple(map(float, spacing_mm)))
+    vol = volume.CTVolume(hu=np.load(volume_npy), spacing_mm=tuple(map(float, spacing_mm)))
     shape = list(vol.hu.shape)
     label = preprocess.preprocess_ct(vol, qc_lung_volume_ml=(0.0, 1e9), workers=2)["lung_mask"]
 

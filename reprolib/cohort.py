@@ -32,7 +32,7 @@ from .book import atomic_write_text
 
 
 def describe_volume(vol) -> dict[str, Any]:
-    """Geometry and intensity summary of a :class:`reprolib.io.CTVolume`."""
+    """Geometry and intensity summary of a :class:`reprolib.volume.CTVolume`."""
     hu = vol.hu
     lo, p1, p50, p99, hi = np.percentile(hu[:: max(1, hu.shape[0] // 16)], [0, 1, 50, 99, 100])
     sz, sy, sx = vol.spacing_mm
@@ -208,7 +208,7 @@ def classifier_input(ct_u8: np.ndarray, mask: np.ndarray, hw: tuple[int, int] = 
 def _phantom_case(i: int, job: dict[str, Any]) -> tuple[np.ndarray, int, dict[str, Any]]:
     """One case of :func:`synthetic_classifier_cohort` (module level so that it pickles)."""
     from . import phantoms, preprocess
-    from .io import CTVolume
+    from .volume import CTVolume
 
     t0 = time.perf_counter()
     label = i % 2

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import cohort, data, hits, io, localize, modelfile, models, preprocess
+from . import cohort, data, dicom, hits, io, localize, modelfile, models, preprocess
 from .errors import ConfigError
 
 #: (CAM method, tile size of the 3DCC response): the linearised head of the paper and Grad-CAM,
@@ -75,7 +75,7 @@ def covid_ct_md_slice_labels(profile: str, data_dir: str | Path | None, index: p
         return {}
     out = {}
     for r in index[(index.dataset == "covid-ct-md") & (index.target == 1)].itertuples():
-        files = io.read_dicom_series(r.path).meta["files"]
+        files = dicom.read_dicom_series(r.path).meta["files"]
         out[r.case_id] = io.read_slice_labels(labels["Slice-level-labels-updated-1.npy"], labels["Index.csv"],
                                               r.group, r.path, files)
     return out

@@ -11,9 +11,9 @@ import numpy as np
 
 from .errors import DicomError, NiftiError
 from .files import atomic_write_bytes
-from .io import CTVolume
 from .io import write_nifti as write_volume_nifti
 from .phantoms import SALT_CT, CTPhantom
+from .volume import CTVolume
 
 
 def _phantom_volume(arr_zyx: np.ndarray, spacing_mm: Sequence[float]) -> CTVolume:

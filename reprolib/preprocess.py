@@ -83,8 +83,8 @@ from scipy import ndimage
 from . import config
 from .arrays import as_u8_mask, cast_into
 from .errors import ResourceLimitError, VolumeError
-from .io import CTVolume
 from .lungmask import lung_qc, pseudo_label_with_counts
+from .volume import CTVolume
 
 if TYPE_CHECKING:
     from .memtrace import MemoryTrace

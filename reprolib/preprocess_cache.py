@@ -14,8 +14,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .files import atomic_write
-from .io import CTVolume
 from .preprocess import PREPROCESS_VERSION, measured_preprocess, preprocess_ct
+from .volume import CTVolume
 
 _ARRAY_KEYS = ("ct_u8", "lung_mask")
 

@@ -62,8 +62,9 @@ def tiny_build(tmp_path_factory):
     import numpy as np
 
     from reprolib import cxr, cxr_model, cxr_phantoms, modelfile, models, phantom_files, phantoms, preprocess, train
-    from reprolib.io import CTVolume, write_nifti
+    from reprolib.io import write_nifti
     from reprolib.provenance import seed_everything
+    from reprolib.volume import CTVolume
 
     base = tmp_path_factory.mktemp("build")
     work, results, inputs = base / "sample" / "work", base / "results", base / "inputs"

@@ -306,7 +306,7 @@ def _(ctx: Ctx) -> Scenario:
 
 @case("dicom", "dicom-empty-folder")
 def _(ctx: Ctx) -> Scenario:
-    from reprolib.io import read_dicom_series
+    from reprolib.dicom import read_dicom_series
 
     d = ctx.tmp / "empty_series"
     d.mkdir()

@@ -170,8 +170,8 @@ def test_resolution_ceiling_bounds_what_a_smaller_mask_can_agree_with():
 def test_build_ceilings_read_the_verified_preprocessing_cache(tmp_path):
 
     from reprolib import preprocess_cache
-    from reprolib.io import CTVolume
     from reprolib.memtrace import synthetic_chest
+    from reprolib.volume import CTVolume
 
     assert bench_page.build_ceilings(tmp_path) == []  # no cache folder: nothing to measure
     vol = CTVolume(hu=synthetic_chest(8, 288), spacing_mm=(2.0, 0.7, 0.7))

@@ -5,8 +5,9 @@ import numpy as np
 import pandas as pd
 
 from reprolib import cohort
-from reprolib.io import CTVolume, write_nifti
+from reprolib.io import write_nifti
 from reprolib.memtrace import TARGET_COPIES, synthetic_chest
+from reprolib.volume import CTVolume
 
 
 def test_cohort_records_step_peaks_and_remeasures_largest(tmp_path):

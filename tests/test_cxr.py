@@ -644,8 +644,9 @@ def test_ct_slice_records_render_not_certain_images(tmp_path):
     import pandas as pd
 
     from reprolib import cohort
-    from reprolib.io import CTVolume, write_nifti
+    from reprolib.io import write_nifti
     from reprolib.memtrace import synthetic_chest
+    from reprolib.volume import CTVolume
 
     rows = []
     for i in range(2):

@@ -10,7 +10,8 @@ import pytest
 
 from reprolib import cohort, data
 from reprolib.figures import preprocessing as figs
-from reprolib.io import CTVolume, write_nifti
+from reprolib.io import write_nifti
+from reprolib.volume import CTVolume
 
 
 @pytest.fixture(autouse=True)

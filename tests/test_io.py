@@ -9,16 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from reprolib.dicom import read_dicom_series
 from reprolib.errors import DicomError, ImageError, InputError, NiftiError
-from reprolib.io import (
-    CTVolume,
-    read_ct,
-    read_dicom_series,
-    read_nifti,
-    read_png_stack,
-    stored_to_hu,
-    write_nifti,
-)
+from reprolib.io import read_ct, read_nifti, read_png_stack, write_nifti
+from reprolib.volume import CTVolume, stored_to_hu
 
 pydicom = pytest.importorskip("pydicom")
 from pydicom.dataset import FileDataset, FileMetaDataset  # noqa: E402

@@ -9,7 +9,6 @@ from scipy import ndimage
 
 from reprolib.crop import crop_to_mask, make_decovnet_input, resize_inplane
 from reprolib.errors import VolumeError
-from reprolib.io import CTVolume
 from reprolib.lungmask import default_probes, lung_pseudo_label, lung_qc
 from reprolib.preprocess import (
     apply_fov,
@@ -21,6 +20,7 @@ from reprolib.preprocess import (
     window,
 )
 from reprolib.preprocess_cache import cached_preprocess, write_npz
+from reprolib.volume import CTVolume
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -186,7 +186,7 @@ def test_pseudo_label_recovers_lungs():
 @pytest.mark.slow
 @pytest.mark.mirror
 def test_pseudo_label_real_p002(mirror):
-    from reprolib.io import read_dicom_series
+    from reprolib.dicom import read_dicom_series
 
     hits = sorted((mirror / "raw.githubusercontent.com" / "ShahinSHH" / "COVID-CT-MD").glob(
         "*/Sample data/COVID-19 subjects/P002"))

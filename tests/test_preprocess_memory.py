@@ -12,8 +12,8 @@ from scipy import ndimage
 
 from reprolib import crop, lungmask
 from reprolib import preprocess as pp
-from reprolib.io import CTVolume
 from reprolib.memtrace import TARGET_COPIES, MemoryTrace, copy_bytes, synthetic_chest
+from reprolib.volume import CTVolume
 
 _S26 = np.ones((3, 3, 3), bool)
 _S8 = np.ones((3, 3), bool)

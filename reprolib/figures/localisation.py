@@ -52,7 +52,7 @@ def cam_examples(shown: dict[str, tuple[Any, ...]], n_each: int = 2):
     range shaded for slice labels). ``shown``: :func:`reprolib.localize_cohort.localise_held_out`."""
     import matplotlib.pyplot as plt
 
-    from ..localize import hit_point
+    from ..hits import hit_point
 
     cases = pick_examples(shown, n_each)
     fig, axes = plt.subplots(max(1, len(cases)), 3, figsize=(11, 3.2 * max(1, len(cases))), squeeze=False)
