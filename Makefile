@@ -1,5 +1,6 @@
 # covid-repro: two commands for a fresh machine.
 #   make book   -> .venv, run every notebook for $(PROFILE) (default sample), build _build/html
+#   make lint   -> ruff check reprolib tests
 #   make test   -> .venv if needed, pytest (make test-repeat: a second synthetic run, compared;
 #                  make test-extended: process kills, DDP ranks, compiler; CI runs all three)
 #   make publish-> commit _build/html to the gh-pages branch and push it (repro publish)
@@ -13,7 +14,7 @@ STAMP   := $(VENV)/.installed
 # torch/torchvision are pinned in pyproject.toml (torch==2.14.1, torchvision==0.29.1).
 PIP_FLAGS ?= --disable-pip-version-check -q
 
-.PHONY: venv book run html publish test test-repeat test-extended bench clean distclean
+.PHONY: venv book run html publish lint test test-repeat test-extended bench clean distclean
 
 venv: $(STAMP)
 
@@ -35,6 +36,9 @@ book: run
 # Commit _build/html to the gh-pages branch and push it to origin (ghp-import); build it first with make book.
 publish: $(STAMP)
 	$(BIN)/repro publish --profile $(PROFILE)
+
+lint: $(STAMP)
+	$(BIN)/ruff check reprolib tests
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

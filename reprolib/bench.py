@@ -340,7 +340,7 @@ def job_book(profile: str | None = None) -> dict[str, Any]:
     * HTML: ``jupyter-book build --all`` of a scratch copy of the book measured now, from an
       empty ``_build`` (cold) and again over it (cached; ``--all`` rebuilds every page).
     """
-    from . import runner
+    from . import bookbuild, runner
 
     profile = profile or book_profile()
     out: dict[str, Any] = {"profile": profile}
@@ -373,8 +373,8 @@ def job_book(profile: str | None = None) -> dict[str, Any]:
             shutil.copy2(root / name, site / name)
         shutil.copytree(root / "book", site / "book", ignore=shutil.ignore_patterns("generated", "generated.tmp"))
         shutil.copytree(root / "notebooks", site / "notebooks", ignore=shutil.ignore_patterns("*.ipynb"))
-        runner.prepare_book(profile, site)
-        code = f"import sys; from pathlib import Path; from reprolib import runner; sys.exit(runner.build_book(Path({str(site)!r})))"
+        bookbuild.prepare_book(profile, site)
+        code = f"import sys; from pathlib import Path; from reprolib import bookbuild; sys.exit(bookbuild.build_book(Path({str(site)!r})))"
         for phase in ("html_cold", "html_cached"):
             t1 = time.perf_counter()
             hb = subprocess.run([sys.executable, "-c", code], env=env, cwd=site, capture_output=True, text=True)

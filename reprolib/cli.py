@@ -268,21 +268,21 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_book(args) -> int:
-    from . import runner
+    from . import bookbuild
 
-    gen = runner.prepare_book(args.profile)
+    gen = bookbuild.prepare_book(args.profile)
     print(f"book sources for profile {args.profile} in {gen}")
-    return runner.build_book(builder=args.builder)
+    return bookbuild.build_book(builder=args.builder)
 
 
 def _cmd_publish(args) -> int:
-    from . import publish, runner
+    from . import bookbuild, publish, runner
 
     if args.build:
         if not runner.run(args.profile).ok:
             return 1
-        runner.prepare_book(args.profile)
-        if runner.build_book() != 0:
+        bookbuild.prepare_book(args.profile)
+        if bookbuild.build_book() != 0:
             return 1
     commit = publish.publish(remote=args.remote, branch=args.branch, push=not args.no_push)
     where = "committed" if args.no_push else f"pushed to {args.remote}"

@@ -30,7 +30,7 @@ def publish(html_dir: str | Path | None = None, *, remote: str = "origin", branc
     Raises :class:`ConfigError` naming the folder when there is no built book, and the git error
     when committing or pushing fails.
     """
-    from .runner import external_resources
+    from .bookbuild import external_resources
 
     root = Path(root or config.project_root())
     html = Path(html_dir or root / "_build" / "html")

@@ -91,3 +91,9 @@ def test_import_cycles_are_found(pkg):
 
 def test_the_package_has_no_import_cycle():
     assert codehash.import_cycles() == []
+
+
+def test_every_module_holds_one_concept_of_at_most_800_lines():
+    sizes = {p.relative_to(codehash.ROOT).as_posix(): len(p.read_text().splitlines())
+             for p in codehash.ROOT.rglob("*.py") if "__pycache__" not in p.parts}
+    assert len(sizes) > 40 and not {k: v for k, v in sizes.items() if v > 800}

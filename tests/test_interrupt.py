@@ -23,7 +23,7 @@ import pytest
 import torch
 from tinynb import write_notebook
 
-from reprolib import data, modelfile, runner
+from reprolib import bookbuild, data, modelfile, runner
 from reprolib.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,7 +186,7 @@ def test_notebook_run_killed_then_rerun_completes(tiny_project, monkeypatch):
         assert status["state"] == "running"  # never "ok": the run did not finish
         assert "02_second" not in json.loads((sdir / "cache.json").read_text())  # not trusted on rerun
         with pytest.raises(ConfigError, match="did not succeed"):
-            runner.prepare_book("synthetic", root)  # no book from an interrupted run
+            bookbuild.prepare_book("synthetic", root)  # no book from an interrupted run
         again = runner.run("synthetic", notebooks=root / "notebooks", log_output=False, echo=lambda s: None)
         assert again.ok and again.executed == ["02_second"] and again.skipped == ["01_first"]
         assert json.loads((sdir / "status.json").read_text())["state"] == "ok"

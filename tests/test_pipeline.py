@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from reprolib import codehash, runner
+from reprolib import bookbuild, codehash, runner
 
 EXPECTED = Path(__file__).parent / "expected" / "synthetic.json"
 
@@ -202,8 +202,8 @@ def test_synthetic_book_reads_without_defects(synthetic_run, tmp_path):
         shutil.copy2(root / name, tmp_path / name)
     shutil.copytree(root / "book", tmp_path / "book", ignore=shutil.ignore_patterns("generated", "generated.tmp"))
     shutil.copytree(root / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns("*.ipynb"))
-    runner.prepare_book("synthetic", root=tmp_path)
-    assert runner.build_book(root=tmp_path) == 0
+    bookbuild.prepare_book("synthetic", root=tmp_path)
+    assert bookbuild.build_book(root=tmp_path) == 0
     html = tmp_path / "_build" / "html"
     found = audit.audit(html)
     print(found.summary())

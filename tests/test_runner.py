@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from tinynb import write_notebook
 
-from reprolib import cli, runner
+from reprolib import bookbuild, cli, runner
 from reprolib.errors import ConfigError
 
 ORDER = 'with open(Path(work_dir) / "order.txt", "a") as fh:\n    fh.write("{stem}\\n")\n'
@@ -90,7 +90,7 @@ def test_run_order_cache_and_failure(nbdir, isolated, tmp_path, monkeypatch):
     assert (state / "failed" / "02_second.ipynb").is_file()
     assert not (state / "executed" / "02_second.ipynb").exists()
     with pytest.raises(ConfigError, match="did not succeed"):
-        runner.prepare_book("synthetic", root=tmp_path)
+        bookbuild.prepare_book("synthetic", root=tmp_path)
 
 
 @pytest.mark.slow
@@ -138,7 +138,7 @@ def test_external_resources_detected(tmp_path):
                                      '<link rel="stylesheet" href="//fonts.example.org/f.css">'
                                      '<a href="https://doi.org/10.1/x">paper</a>'
                                      '<script src="_static/local.js"></script>')
-    found = runner.external_resources(tmp_path)
+    found = bookbuild.external_resources(tmp_path)
     assert [t for _, t in found] == ['<script src="https://cdn.example.org/x.js"',
                                      '<link rel="stylesheet" href="//fonts.example.org/f.css"']
 
@@ -156,7 +156,7 @@ def test_book_notebooks_hide_parameters_collapse_code_and_end_with_a_reproduce_b
     run = {"name": "04_x", "status": "executed", "wall_s": 12.4, "inputs": {"source": "abc123def456"}}
     prov = {"git": {"commit": "f" * 40, "dirty": False}, "hardware": {"cpu": "Test CPU", "cpu_count": 2,
                                                                        "torch_threads": 2, "gpu": None}, "seed": 0}
-    runner.write_book_notebook(src, dest, "sample", run, prov, has_results=True)
+    bookbuild.write_book_notebook(src, dest, "sample", run, prov, has_results=True)
     out = nbformat.read(dest, as_version=4)
     assert [c.metadata["tags"] for c in out.cells[:4]] == [
         ["parameters", "remove-cell"], ["injected-parameters", "remove-cell"], ["hide-input"], ["remove-input"]]
