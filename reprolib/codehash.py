@@ -7,15 +7,16 @@ notebook, editing ``models.py`` re-executes the notebooks that import it.
 Imports are read from the source with :mod:`ast`, every ``import`` statement wherever it stands
 (a function's lazy import runs when the function does), absolute or relative. Importing
 ``reprolib.a.b`` also runs ``reprolib/__init__.py`` and ``reprolib/a/__init__.py``, so those are
-part of it. A data file of the package (``profiles/*.yml``, ``claims.yml``) belongs to a module
-whose source names it, or its folder, in quotes.
+part of it. A data file of the package (``profiles/*.yml``, ``claims.yml``, ``figures/pipeline.yml``)
+belongs to a module whose source names it, or its top folder, in quotes.
 """
 from __future__ import annotations
 
 import ast
 import hashlib
+from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 PACKAGE = "reprolib"
 ROOT = Path(__file__).resolve().parent
@@ -52,8 +53,26 @@ def imported_names(text: str | bytes, module: str | None = None, is_package: boo
     ``text`` name. ``module`` is the importing module's name, needed for relative imports
     (a notebook has none). ``from reprolib import x`` gives ``reprolib`` and ``reprolib.x``:
     ``x`` may be a submodule."""
+    return set(_imported_names(bytes(text, "utf-8") if isinstance(text, str) else text, module, is_package))
+
+
+def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Every statement of ``body`` and of the blocks nested in it (functions, classes, if, try,
+    with, loops, match), without descending into expressions: imports are statements."""
+    for node in body:
+        yield node
+        for field in ("body", "orelse", "finalbody"):
+            yield from _statements(getattr(node, field, None) or [])
+        for handler in getattr(node, "handlers", None) or []:
+            yield from _statements(handler.body)
+        for case in getattr(node, "cases", None) or []:
+            yield from _statements(case.body)
+
+
+@lru_cache(maxsize=4096)
+def _imported_names(text: bytes, module: str | None, is_package: bool) -> frozenset[str]:
     out: set[str] = set()
-    for node in ast.walk(ast.parse(text)):
+    for node in _statements(ast.parse(text).body):
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -67,7 +86,7 @@ def imported_names(text: str | bytes, module: str | None = None, is_package: boo
                 base = node.module or ""
             out.add(base)
             out.update(f"{base}.{a.name}" for a in node.names if a.name != "*")
-    return {n for n in out if n == PACKAGE or n.startswith(PACKAGE + ".")}
+    return frozenset(n for n in out if n == PACKAGE or n.startswith(PACKAGE + "."))
 
 
 def _with_parents(name: str, root: Path) -> list[Path]:
@@ -93,14 +112,14 @@ def closure(names: Iterable[str], root: Path = ROOT) -> list[Path]:
 
 
 def data_files(modules: Iterable[Path], root: Path = ROOT) -> list[Path]:
-    """The package's non-Python files that ``modules`` name (the file, or its top folder, quoted)."""
+    """The package's non-Python files that ``modules`` name (the file's name, or its top folder, quoted)."""
     texts = [_read(m).decode("utf-8", "replace") for m in modules]
     found = []
     for path in sorted(root.rglob("*")):
         if not path.is_file() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
             continue
-        top = path.relative_to(root).parts[0]
-        if any(f'"{top}"' in t or f"'{top}'" in t for t in texts):
+        names = {path.relative_to(root).parts[0], path.name}
+        if any(f'"{n}"' in t or f"'{n}'" in t for n in names for t in texts):
             found.append(path)
     return found
 

@@ -1,24 +1,21 @@
 """Diagrams drawn with matplotlib: the book's pipeline and the DeCoVNet architecture."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-#: The pipeline's stages as (row, column, title, detail, chapter); arrows follow :data:`PIPELINE_EDGES`.
-PIPELINE_STAGES = [
-    (0, 0, "Chest CT", "DICOM / NIfTI, HU", "01"),
-    (0, 1, "Preprocessing", "FOV, z → 1 mm,\nwindow → 8 bit", "02"),
-    (0, 2, "Lung pseudo-labels", "−320 HU threshold,\nlargest air component", "02"),
-    (0, 3, "2D U-Net", "slice by slice,\ntrained on pseudo-labels", "03"),
-    (1, 3, "Crop + resize", "lung box, 224×336,\n[CT, mask] channels", "04"),
-    (1, 2, "DeCoVNet", "3D CNN →\np(COVID-19)", "04–05"),
-    (1, 1, "CAM + 3DCC", "activation map ∩ fragmented\nlung → lesion", "06"),
-    (1, 0, "Hit rate", "lesion centre in a\nmarked lesion?", "06"),
-    (2, 0, "Chest X-ray", "PNG / JPEG", "01"),
-    (2, 1, "ResNet-50", "4 classes, transfer\nlearning", "07"),
-    (2, 2, "External validation", "de-duplicated,\nother hospitals", "08"),
-    (2, 3, "Web page + retrain", "repro serve,\nrepro retrain", "–"),
-]
-PIPELINE_EDGES = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (6, 7), (8, 9), (9, 10), (10, 11)]
+#: The pipeline diagram's stages and arrows (data, beside this module).
+PIPELINE_FILE = Path(__file__).with_name("pipeline.yml")
+
+
+def pipeline_layout() -> tuple[list[tuple[int, int, str, str, str]], list[tuple[int, int]]]:
+    """``(stages, edges)`` of ``pipeline.yml``: stages as (row, column, title, detail, chapter),
+    edges as pairs of stage indices."""
+    import yaml
+
+    doc = yaml.safe_load(PIPELINE_FILE.read_text(encoding="utf-8"))
+    stages = [(int(s["at"][0]), int(s["at"][1]), s["title"], s["detail"], s["chapter"]) for s in doc["stages"]]
+    return stages, [(int(a), int(b)) for a, b in doc["edges"]]
 
 
 def pipeline_diagram():
@@ -26,10 +23,11 @@ def pipeline_diagram():
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
+    stages, edges = pipeline_layout()
     fig, ax = plt.subplots(figsize=(12, 5.2))
     w, h, dx, dy = 2.5, 1.15, 3.1, 1.75
     centre = {}
-    for i, (row, col, title, detail, chapter) in enumerate(PIPELINE_STAGES):
+    for i, (row, col, title, detail, chapter) in enumerate(stages):
         x, y = col * dx, -row * dy
         colour = "#dbe9f6" if row < 2 else "#fde4c8"
         ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.05", fc=colour, ec="0.3"))
@@ -37,7 +35,7 @@ def pipeline_diagram():
         ax.text(x, y - 0.15, detail, ha="center", va="center", fontsize=7.5)
         ax.text(x + w / 2 - 0.05, y - h / 2 + 0.08, f"ch. {chapter}", ha="right", va="bottom", fontsize=7, color="0.35")
         centre[i] = (x, y)
-    for a, b in PIPELINE_EDGES:
+    for a, b in edges:
         (x0, y0), (x1, y1) = centre[a], centre[b]
         if y0 == y1:
             sgn = 1 if x1 > x0 else -1
