@@ -36,7 +36,8 @@ def main() -> None:
     net = models.DeCoVNet(proclf_grids=models.proclf_grids_for(hw), fc_init="pytorch")
     cfg = train.TrainConfig(epochs=args.epochs, lr=1e-3, batch=args.batch, micro_batch=args.micro_batch,
                             augment="official", seed=0, device="cpu", validate_every=1, progress=False,
-                            checkpoint_dir=args.out / "ckpt")
+                            checkpoint_dir=args.out / "ckpt",
+                            channels_last=False)  # the layout DDP trains in, also for the 1-process run compared with it
     hist = train.fit(net, volume_data.VolumeDataset([items[int(i)] for i in tr]),
                      volume_data.VolumeDataset([items[int(i)] for i in te]), cfg)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,7 @@ def test_list_and_select(nbdir):
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # ~25 s of papermill runs; the synthetic run of make test covers order and cache too
 def test_run_order_cache_and_failure(nbdir, isolated, tmp_path, monkeypatch):
     # reprolib's own hash is covered by test_cache_key_depends_on_every_input; pin it here
     # so that editing the package while the test runs cannot invalidate the cache.
