@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from . import crop, evaluate, preprocess_cache, segment
+from . import crop, evaluate, preprocess_cache
 from .book import atomic_write_text
 
 
@@ -340,6 +340,8 @@ def real_classifier_cohort(index: pd.DataFrame, unet: Any, hw: tuple[int, int] =
     """
     from tqdm.auto import tqdm
 
+    from . import segment  # torch: cohort itself stays importable without it
+
 
     items, rows = [], []
     for row in tqdm(list(index.itertuples(index=False)), desc="U-Net masks", disable=not progress):
@@ -554,6 +556,7 @@ def score_unet(unet: Any, held: pd.DataFrame, size: tuple[int, int] | None = Non
     ``seconds`` (wall time of the segmentation) and ``seconds_per_slice``, plus
     ``Dice vs exact lungs`` (:func:`phantom_lungs_1mm`) when ``exact_lungs``; ``shown`` holds
     ``(case_id, ct_u8, pseudo, pred)`` per volume, arrays (T, H, W) uint8."""
+    from . import segment  # torch: cohort itself stays importable without it
 
     rows, shown = [], []
     for row in held.itertuples():

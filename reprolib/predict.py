@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from . import modelfile
 from .errors import InputError
 
 __all__ = [
@@ -199,6 +198,8 @@ def ct_card(profile: str, work_dir: str | Path | None = None, results_dir: str |
     dpath = work / "decovnet_last.pt"
     if not dpath.is_file():
         raise InputError(dpath, "missing: run notebook 04 of this profile first (repro run)")
+    from . import modelfile  # torch: the CLI imports this module and must start without it
+
     dsha = modelfile.read_sha256_sidecar(dpath)
     meta = modelfile.load_checkpoint(dpath, expected_sha256=dsha)["metadata"]
     v4 = _results(res, "04_decovnet")
@@ -219,11 +220,15 @@ def ct_card(profile: str, work_dir: str | Path | None = None, results_dir: str |
 
 def load_cxr_model(card: CXRModelCard):
     """The verified ResNet-50 of ``card`` (eval mode); :class:`ChecksumError` on a wrong hash."""
+    from . import modelfile
+
     return modelfile.load_model(card.path, card.sha256)[0]
 
 
 def load_ct_models(card: CTModelCard):
     """``(unet, decovnet)`` of ``card``, both verified and in eval mode."""
+    from . import modelfile
+
     unet, _ = modelfile.load_model(card.unet_path, card.unet_sha256)
     net, _ = modelfile.load_model(card.decovnet_path, card.decovnet_sha256)
     return unet, net
