@@ -44,7 +44,7 @@ from .errors import (
     ImageError,
     ManifestError,
 )
-from .files import sha256_file  # noqa: F401  (re-exported)
+from .files import sha256_file
 from .models import channels_last
 
 # --------------------------------------------------------------------------------------
