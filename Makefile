@@ -4,6 +4,7 @@
 #   make test   -> .venv if needed, pytest (make test-repeat: a second synthetic run, compared;
 #                  make test-extended: process kills, DDP ranks, compiler; CI runs all three)
 #   make publish-> commit _build/html to the gh-pages branch and push it (repro publish)
+#   make smoke  -> the paper profile's code path end to end on miniature archives (--schedule smoke)
 #   make bench  -> repro bench (inference, preprocessing, pipeline, book rebuild: prints figures, writes
 #                  benchmarks/out/bench.json for the Performance chapter) + per-step preprocessing memory
 PROFILE ?= sample
@@ -14,7 +15,7 @@ STAMP   := $(VENV)/.installed
 # torch/torchvision are pinned in pyproject.toml (torch==2.14.1, torchvision==0.29.1).
 PIP_FLAGS ?= --disable-pip-version-check -q
 
-.PHONY: venv book run html publish lint test test-repeat test-extended bench clean distclean
+.PHONY: venv book run html publish lint test test-repeat test-extended smoke bench clean distclean
 
 venv: $(STAMP)
 
@@ -54,6 +55,17 @@ test-repeat: $(STAMP)
 test-extended: $(STAMP)
 	$(BIN)/python -m pytest -m extended $(PYTEST_ARGS)
 
+# The paper profile's exact code path in minutes on a CPU: miniature archives of every dataset in its
+# publisher's layout (phantoms), the profile's refusal of them as they are (below the documented
+# counts), then every notebook under the smoke schedule (tiny epochs, two items per class). CI runs it.
+SMOKE_DATA ?= .cache/mini-archives
+smoke: $(STAMP)
+	$(BIN)/repro data mini-archives $(SMOKE_DATA)
+	REPRO_DATA_DIR=$(SMOKE_DATA) $(BIN)/repro data fetch --profile paper
+	! REPRO_DATA_DIR=$(SMOKE_DATA) $(BIN)/repro run --profile paper --quiet
+	REPRO_DATA_DIR=$(SMOKE_DATA) $(BIN)/repro data verify --profile paper --schedule smoke
+	REPRO_DATA_DIR=$(SMOKE_DATA) $(BIN)/repro run --profile paper --schedule smoke --force --quiet
+
 # Speed/memory targets are checked by benchmarks that print figures (not by timed tests).
 bench: $(STAMP)
 	$(BIN)/repro bench
@@ -63,4 +75,4 @@ clean:
 	rm -rf _build book/generated
 
 distclean: clean
-	rm -rf $(VENV) .repro results
+	rm -rf $(VENV) .repro results $(SMOKE_DATA)

@@ -32,7 +32,7 @@ results_dir = None
 # %% tags=["remove-input"]
 from pathlib import Path
 
-from reprolib import book, config, data, figures, provenance
+from reprolib import book, config, figures, inputs, provenance
 from reprolib.figures import preprocessing as figs
 
 provenance.seed_everything(seed)
@@ -49,9 +49,14 @@ work.mkdir(parents=True, exist_ok=True)
 # moves into the cache only when its SHA-256 matches the manifest, so a partial or corrupt file is
 # never taken for a complete one. A cached file is hashed again whenever its size or modification
 # time differ from those recorded when it was verified.
+#
+# The `paper` profile reads the full public archives, unpacked where `repro data fetch --profile
+# paper` says: one adapter per dataset checks each archive's layout and counts its items against the
+# count its publisher documents; only the files listed in full in a manifest (the DeCoVNet release)
+# are hashed. It stops before this chapter when a dataset is missing (see the README).
 
 # %%
-acquired = data.acquire(profile, work, data_dir=data_dir, seed=seed)
+acquired = inputs.acquire(profile, work, data_dir=data_dir, seed=seed)
 
 # %% tags=["remove-input"]
 table = acquired.table  # phantoms: numbered rows (index not shown); real data: one row per dataset
@@ -60,7 +65,7 @@ if acquired.seconds is not None:  # phantoms are generated, not fetched
     nb.glue_timing("fetch_seconds", acquired.seconds, 1)
 for key, value in {"n_files": acquired.n_files, "n_megabytes": round(acquired.n_bytes / 1e6, 1),
                    "n_patients": acquired.n_patients,
-                   "n_files_text": book.plural(acquired.n_files, "verified file"),
+                   "n_files_text": book.plural(acquired.n_files, acquired.noun),
                    "n_patients_text": book.plural(acquired.n_patients, "patient or subject",
                                                   "patients or subjects")}.items():
     nb.glue(key, value)
@@ -69,7 +74,7 @@ for key, value in {"n_files": acquired.n_files, "n_megabytes": round(acquired.n_
 # We have {glue:text}`n_files_text` ({glue:text}`n_megabytes:.1f` MB) from
 # {glue:text}`n_patients_text`.
 #
-# :::{table} What this profile holds: for phantoms the files per dataset, role and class; for real data the files, size (MB), classes (with their files), patients, licence and verified files per dataset.
+# :::{table} What this profile holds: for phantoms the files per dataset, role and class; for the sample the files, size (MB), classes (with their files), patients, licence and verified files per dataset; for the paper profile the items found in each archive, the count its publisher documents (and where that count comes from) and the items this run used.
 # :name: tbl-datasets
 # ```{glue:md} dataset_table
 # :format: myst
@@ -82,6 +87,8 @@ for key, value in {"n_files": acquired.n_files, "n_megabytes": round(acquired.n_
 # %% tags=["hide-input"]
 if profile == "synthetic":
     images, titles = figs.synthetic_examples(acquired.records, acquired.root)
+elif acquired.records:  # a full-data profile: its adapters' chest X-ray records
+    images, titles = figs.record_examples(acquired.records)
 else:
     images, titles = figs.manifest_examples(acquired.manifests, data_dir)
 nb.glue_figure("montage", figures.montage(images, titles, ncols=6))

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reprolib import book, cohort, config, data, io, provenance
+from reprolib import book, cohort, config, inputs, io, provenance
 from reprolib.figures import preprocessing as figs
 
 provenance.seed_everything(seed)
@@ -56,7 +56,7 @@ params = config.load_profile(profile).get("preprocess", {})
 # caches the result; it measures the wall time and the NumPy memory of each call.
 
 # %%
-cases = data.ct_cases(profile, data_dir, work)
+cases = inputs.ct_cases(profile, data_dir, work)
 table = cohort.preprocess_cohort(cases, work / "preprocessed", params, index_path=work / "ct_index.json")
 
 # %% tags=["remove-input"]

@@ -34,7 +34,7 @@ results_dir = None
 from functools import partial
 from pathlib import Path
 
-from reprolib import book, cohort, config, crossfit, data, evaluate, models, pages, provenance, train
+from reprolib import book, cohort, config, crossfit, evaluate, inputs, models, pages, provenance, train
 from reprolib.figures import classifier as fig_clf, diagrams
 
 provenance.seed_everything(seed)
@@ -53,7 +53,7 @@ pages.quoted_decovnet(nb)
 # the TMI abstract.
 
 # %%
-released = data.fetch_role(profile, "decovnet-release", "released_predictions", data_dir)  # [] when synthetic
+released = inputs.role_files(profile, "decovnet-release", "released_predictions", data_dir)  # [] when synthetic
 stats = evaluate.paper_statistics(evaluate.read_released_predictions(released[0]), seed=seed) if released else None
 pages.released_statistics(nb, stats)
 

@@ -55,7 +55,7 @@ work = Path(work_dir or config.work_dir(profile))
 # the Hannover images, and kept out of development, so that no Hannover patient is trained on.
 
 # %%
-src = cxr_sources.sample_sources(profile, data_dir) if profile != "synthetic" else None
+src = cxr_sources.profile_sources(profile, data_dir) if profile != "synthetic" else None
 pages.cxr_sources(nb, src)
 dev, external = cxr_sources.profile_records(profile, data_dir, work, sources=src)
 dev = cxr.patient_split(dev, test_frac=0.0, val_frac=S["val_frac"], seed=seed)

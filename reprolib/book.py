@@ -53,9 +53,33 @@ MEASURED_COLUMNS = frozenset({"seconds", "seconds_per_slice", "seconds_per_volum
                               "step_copies", "step_max", "preprocess_MB", "preprocess_copies"})
 
 
+#: Written by notebook 01 of a full-data profile (:func:`reprolib.full_data.acquire`) in its work folder.
+DATASETS_USED_FILE = "datasets_used.json"
+
+
+def _datasets_line(profile: str) -> str:
+    """What a full-data build used, from notebook 01's :data:`DATASETS_USED_FILE`: one entry per
+    dataset, ``used`` of ``found`` items (documented count); ``""`` for other profiles."""
+    path = config.work_dir(profile) / DATASETS_USED_FILE
+    if not path.is_file():
+        return ""
+    rows = json.loads(path.read_text())["datasets"]
+    parts = [f"{r['dataset']} {r['used']:,} of {r['found']:,} found ({r['documented']:,} documented)" for r in rows]
+    return " Datasets of this build (items used, found, documented): " + "; ".join(parts) + "."
+
+
 def banner_markdown(profile: str) -> str:
-    """The profile banner as a MyST admonition (rendered on every page built from ``profile``)."""
+    """The profile banner as a MyST admonition (rendered on every page built from ``profile``):
+    under a named schedule (``$REPRO_SCHEDULE``) a warning that names it; for a full-data profile
+    the datasets and counts this build used."""
     kind, title, text = BANNERS[config.check_profile(profile)]
+    sched = config.schedule()
+    if sched:
+        kind, title = "warning", f"{title}, {sched} schedule"
+        text = (f"This page ran the {profile} profile's code path under its `{sched}` schedule: tiny epochs and "
+                "subsets of whatever archives were found (in CI, miniature archives of phantoms). It tests the "
+                "code; its numbers are not results.")
+    text += _datasets_line(profile)
     return f":::{{admonition}} {title}\n:class: {kind}\n{text}\n:::\n"
 
 

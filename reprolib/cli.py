@@ -1,9 +1,10 @@
 """``repro``: one console command per stage.
 
-    repro run --profile P [--only NN] [--from NN] [--force]
+    repro run --profile P [--schedule NAME] [--only NN] [--from NN] [--force]
     repro book [--profile P]
     repro publish [--profile P] [--build] [--remote origin] [--branch gh-pages] [--no-push]
-    repro data fetch|verify --profile P
+    repro data fetch|verify --profile P [--dry-run]
+    repro data mini-archives DIR        (the paper profile's datasets in miniature, for --schedule smoke)
     repro data build-manifests --index PATH
     repro predict ct PATH|FOLDER [--list FILE] [--spacing Z,Y,X] [--speed S] | repro predict cxr IMAGE  [--profile P] [--out DIR]
     repro serve [--profile P] [--host 127.0.0.1] [--port 8000]
@@ -31,6 +32,8 @@ from .predict import SPEEDS
 def _profile_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default=config.DEFAULT_PROFILE, choices=config.PROFILES,
                    help="synthetic | sample | paper (default: %(default)s)")
+    p.add_argument("--schedule", default=None, metavar="NAME",
+                   help="a named schedule of the profile, e.g. the paper profile's smoke (sets REPRO_SCHEDULE)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "fetch":
             q.add_argument("--mirror", type=Path, default=None, help="mirror (default $REPRO_DATA_MIRROR)")
             q.add_argument("--no-download", action="store_true", help="use only cache and mirror")
+            q.add_argument("--dry-run", action="store_true", help="list what would be fetched and the manual steps")
+    q = dsub.add_parser("mini-archives", help="write miniature archives of the paper profile's datasets "
+                                              "in their real layouts (phantoms) for --schedule smoke")
+    q.add_argument("dir", type=Path, help="the data folder to write into (then REPRO_DATA_DIR=DIR)")
+    q.add_argument("--per-class", type=int, default=3)
     q = dsub.add_parser("build-manifests", help="regenerate data_manifests/ from a mirror index.tsv")
     q.add_argument("--index", type=Path, required=True, help="path of the mirror's index.tsv")
     q.add_argument("--out", type=Path, default=None)
@@ -293,6 +301,23 @@ def _cmd_publish(args) -> int:
 def _cmd_data(args) -> int:
     from . import data
 
+    if args.data_command == "mini-archives":
+        from . import mini_archives
+
+        written = mini_archives.write(args.dir, per_class=args.per_class)
+        print(f"miniature archives in {args.dir}: " + ", ".join(f"{k} {v}" for k, v in written.items()))
+        return 0
+    if args.data_command == "fetch" and full_data_profile(args.profile):
+        from . import full_data
+
+        full_data.fetch(args.profile, args.data_dir, args.mirror, download=not args.no_download, dry_run=args.dry_run)
+        return 0
+    if args.data_command == "fetch" and args.dry_run:
+        rows = [(m.dataset, len(m.files), sum(f.bytes for f in m.files)) for m in data.profile_manifests(args.profile)]
+        for name, n, size in rows:
+            print(f"download {name}: {n} files ({size / 1e6:.1f} MB), SHA-256 verified")
+        print(f"to download at most {sum(r[2] for r in rows) / 1e6:.1f} MB (dry run: nothing fetched)")
+        return 0
     if args.data_command == "fetch":
         rep = data.fetch_profile(args.profile, data_dir=args.data_dir, mirror=args.mirror,
                                  download=not args.no_download)
@@ -302,7 +327,7 @@ def _cmd_data(args) -> int:
     if args.data_command == "verify":
         from . import full_data
 
-        if full_data.needs_full_data(args.profile):  # the full distributions, not the sample's file lists
+        if full_data_profile(args.profile):  # the full distributions, not the sample's file lists
             lines = full_data.report(args.profile, args.data_dir)
             print("\n".join(lines))
             return 0 if all(line.startswith("found") for line in lines) else 1
@@ -323,8 +348,17 @@ def _cmd_data(args) -> int:
     raise AssertionError(args.data_command)
 
 
+def full_data_profile(profile: str) -> bool:
+    """Whether ``profile`` reads the full public archives (its ``data: full``)."""
+    from . import full_data
+
+    return full_data.needs_full_data(profile)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "schedule", None):
+        config.set_schedule(args.schedule)
     handlers = {"run": _cmd_run, "book": _cmd_book, "publish": _cmd_publish, "data": _cmd_data, "predict": _cmd_predict,
                 "serve": _cmd_serve, "retrain": _cmd_retrain, "train": _cmd_train,
                 "bench": _cmd_bench}

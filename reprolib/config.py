@@ -18,6 +18,9 @@ Every ``REPRO_*`` variable is read here, and only here:
                            (default ``<root>/benchmarks/out/bench.json``)
 ``REPRO_MEMORY_BUDGET_GB`` what one CT preprocessing call may use (default: see
                            :func:`reprolib.preprocess.memory_budget`)
+``REPRO_SCHEDULE``         a named schedule of the profile (its ``schedules`` section, e.g. the
+                           paper profile's ``smoke``: same code path, tiny epochs and subsets);
+                           unset: the profile's own settings. ``repro run --schedule`` sets it.
 """
 from __future__ import annotations
 
@@ -48,8 +51,30 @@ def check_profile(name: str) -> str:
     return name
 
 
+def schedule() -> str | None:
+    """The named schedule of this process (``$REPRO_SCHEDULE``), or ``None`` for the profile's own."""
+    return os.environ.get("REPRO_SCHEDULE") or None
+
+
+def set_schedule(name: str | None) -> None:
+    """Set (or, with ``None``, clear) the named schedule of this process and of the notebook
+    kernels it starts (``$REPRO_SCHEDULE``)."""
+    if name:
+        os.environ["REPRO_SCHEDULE"] = name
+    else:
+        os.environ.pop("REPRO_SCHEDULE", None)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` merged in, section by section (nested mappings merge, values replace)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 @lru_cache(maxsize=None)
-def _load_profile_cached(name: str) -> dict[str, Any]:
+def _load_profile_cached(name: str, sched: str | None = None) -> dict[str, Any]:
     """Read and check ``profiles/<name>.yml``: a mapping with ``profile: <name>``, an
     integer ``seed`` and a ``data`` mapping whose ``datasets`` is a list of names."""
     ref = resources.files("reprolib") / "profiles" / f"{name}.yml"
@@ -73,14 +98,28 @@ def _load_profile_cached(name: str) -> dict[str, Any]:
     if not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets):
         raise ConfigError(str(ref), f"section 'data' must be a mapping with a list 'datasets' of dataset "
                                     f"names, got {section!r}")
-    return data
+    schedules = data.pop("schedules", None) or {}
+    if sched is None:
+        return data
+    if sched not in schedules:
+        raise ConfigError(str(ref), f"profile {name!r} has no schedule {sched!r} (REPRO_SCHEDULE / --schedule); "
+                                    f"its schedules: {', '.join(schedules) or 'none'}")
+    return {**_merge(data, schedules[sched]), "schedule": sched}
 
 
 def load_profile(name: str) -> dict[str, Any]:
-    """Load the settings of profile ``name`` (a fresh copy, safe to modify)."""
+    """Load the settings of profile ``name`` (a fresh copy, safe to modify), with the schedule of
+    :func:`schedule` merged in (its name under ``"schedule"``)."""
     import copy
 
-    return copy.deepcopy(_load_profile_cached(check_profile(name)))
+    return copy.deepcopy(_load_profile_cached(check_profile(name), schedule()))
+
+
+def run_name(profile: str) -> str:
+    """The folder name of a run: the profile, or ``<profile>-<schedule>`` under a named schedule,
+    so that a smoke run never shares its work or results with a full one."""
+    sched = schedule()
+    return f"{check_profile(profile)}-{sched}" if sched else check_profile(profile)
 
 
 def _env_path(var: str, default: Path) -> Path:
@@ -102,12 +141,12 @@ def mirror_dir() -> Path | None:
 
 def work_dir(profile: str) -> Path:
     """Intermediate artefacts of a profile (preprocessed volumes, checkpoints)."""
-    return _env_path("REPRO_WORK_DIR", project_root() / ".repro") / check_profile(profile) / "work"
+    return _env_path("REPRO_WORK_DIR", project_root() / ".repro") / run_name(profile) / "work"
 
 
 def results_dir(profile: str) -> Path:
     """Where each notebook's glued values are written as JSON."""
-    return _env_path("REPRO_RESULTS_DIR", project_root() / "results") / check_profile(profile)
+    return _env_path("REPRO_RESULTS_DIR", project_root() / "results") / run_name(profile)
 
 
 def bench_json() -> Path:

@@ -21,13 +21,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import cohort, config, cxr, data
+from . import cohort, config, cxr, data, full_data, inputs
+from .adapters.cohen import age_group, cohen_metadata, is_hannover_original
 from .cxr import CXRRecord, keeps_row, records_from_index
 from .errors import ManifestError
 
 KERMANY, COHEN, HANNOVER = "kermany-224", "ieee8023-covid-chestxray", "hannover-mhh"
-#: Adults from this age (years); Kermany's children are one to five.
-ADULT_AGE = 18
 #: Hamming distance (of 256 bits) under which two images count as the same picture.
 PHASH_MAX_DISTANCE = 12
 
@@ -45,35 +44,6 @@ class SampleSources:
     linked_patients: set[str] = field(default_factory=set)  # Hannover patients of the excluded images (data.csv)
 
 
-def age_group(age: Any) -> str:
-    """``"adult"`` (≥ :data:`ADULT_AGE` years), ``"child"`` or ``"-"`` (unknown)."""
-    try:
-        years = float(age)
-    except (TypeError, ValueError):
-        return "-"
-    return "adult" if years >= ADULT_AGE else "child"
-
-
-def cohen_metadata(path: str | Path) -> dict[str, dict[str, str]]:
-    """The Cohen collection's ``metadata.csv`` as ``{filename: row}``; :class:`ManifestError`
-    naming the file when it lacks the columns used here."""
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ManifestError(path, f"unreadable Cohen metadata ({exc})") from None
-    need = {"filename", "patientid", "age", "location", "url"}
-    if not rows or not need <= set(rows[0]):
-        raise ManifestError(path, f"expected the columns {sorted(need)} of the Cohen metadata.csv")
-    return {r["filename"]: r for r in rows}
-
-
-def is_hannover_original(row: dict[str, str]) -> bool:
-    """A Cohen row whose ``location`` names Hannover or whose ``url`` is the Hannover repository."""
-    return "hannover" in row.get("location", "").lower() or "ml-workgroup" in row.get("url", "").lower()
-
-
 def _records(profile: str, datasets: Sequence[str], root: Path) -> list[tuple[CXRRecord, dict]]:
     rows = [{"dataset": f.dataset, "role": f.role, "label": f.label, "group": f.group, "path": f.relpath,
              "source_split": f.split}
@@ -89,7 +59,7 @@ def sample_sources(profile: str = "sample", data_dir: str | Path | None = None,
     Cohen images carry the age group of their metadata; the not-certain CT slices are added by the
     caller (:func:`profile_records`)."""
     root = Path(data_dir) if data_dir else config.data_dir()
-    (meta_path,) = [p for p in data.fetch_role(profile, COHEN, "metadata", data_dir) if p.name == "metadata.csv"]
+    (meta_path,) = [p for p in inputs.role_files(profile, COHEN, "metadata", data_dir) if p.name == "metadata.csv"]
     meta = cohen_metadata(meta_path)
     dev, external, same, excluded = [], [], [], []
     for rec, row in _records(profile, (KERMANY, COHEN, HANNOVER, "cc-ccii"), root):
@@ -110,7 +80,7 @@ def sample_sources(profile: str = "sample", data_dir: str | Path | None = None,
         else:
             dev.append(rec)
     out = SampleSources(dev, external, same, excluded)
-    hannover_ids = hannover_image_patients([p for p in data.fetch_role(profile, HANNOVER, "metadata", data_dir)
+    hannover_ids = hannover_image_patients([p for p in inputs.role_files(profile, HANNOVER, "metadata", data_dir)
                                             if p.name == "data.csv"])
     out.linked_patients = {hannover_ids[Path(r.path).stem] for r in excluded if Path(r.path).stem in hannover_ids}
     if hash_check and external:
@@ -122,6 +92,35 @@ def sample_sources(profile: str = "sample", data_dir: str | Path | None = None,
         out.excluded += [r for r in dev if str(r.path) in extra]  # a Hannover picture whatever the metadata says
         out.development = [r for r in dev if str(r.path) not in extra]
     return out
+
+
+def full_sources(profile: str, data_dir: str | Path | None = None) -> SampleSources:
+    """The chest X-rays of a full-data profile (the paper's), from the unpacked archives through
+    their adapters (:func:`reprolib.full_data.records`): development = the Kermany *train* (and
+    *val*) images and the ieee8023 collection's images outside Hannover; same-source held out =
+    the Kermany *test* split; external = the COVID-19 Radiography Database (the seed paper's
+    external set); excluded = the collection's Hannover originals (by its metadata)."""
+    from .adapters import kermany, radiography
+    from .adapters.cohen import DATASET as COHEN_FULL
+
+    dev, same, external, excluded = [], [], [], []
+    for r in full_data.records(profile, kermany.DATASET, data_dir):
+        if Path(r.path).parent.parent.name == "test":
+            same.append(replace(r, split="same_source"))
+        else:
+            dev.append(r)
+    meta_files = full_data.role_files(profile, COHEN_FULL, "metadata", data_dir)
+    meta = cohen_metadata(meta_files[0]) if meta_files else {}
+    for r in full_data.records(profile, COHEN_FULL, data_dir):
+        (excluded if is_hannover_original(meta.get(Path(r.path).name, {})) else dev).append(r)
+    external = [replace(r, split="external") for r in full_data.records(profile, radiography.DATASET, data_dir)]
+    return SampleSources(dev, external, same, excluded)
+
+
+def profile_sources(profile: str, data_dir: str | Path | None = None) -> SampleSources:
+    """The chest X-rays of a real-data profile by role: :func:`full_sources` for a full-data
+    profile, :func:`sample_sources` otherwise."""
+    return full_sources(profile, data_dir) if full_data.needs_full_data(profile) else sample_sources(profile, data_dir)
 
 
 def hannover_image_patients(paths: Sequence[Path]) -> dict[str, str]:
@@ -193,10 +192,12 @@ def profile_records(profile: str, data_dir: str | os.PathLike | None = None,
                             "external" if r["split"] == "test" else "-")
             (ext if rec.split == "external" else dev).append(rec)
         return dev, ext
-    src = sources if sources is not None else sample_sources(profile, data_dir)
+    src = sources if sources is not None else profile_sources(profile, data_dir)
     dev, ext = list(src.development), src.external + src.same_source
     if ct_slices_per_volume and work_dir is not None and (Path(work_dir) / "ct_index.json").is_file():
         index = cohort.load_index(Path(work_dir) / "ct_index.json")
-        index = index[~index.dataset.isin(cxr.NOT_CERTAIN_DATASETS) & index.npz.notna()]
+        if not full_data.needs_full_data(profile):  # the sample adds the CC-CCII slices as they come
+            index = index[~index.dataset.isin(cxr.NOT_CERTAIN_DATASETS)]
+        index = index[index.npz.notna()]
         dev += cxr.ct_slice_records(index, Path(work_dir) / "ct_slices", int(ct_slices_per_volume))
     return dev, ext

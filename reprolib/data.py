@@ -591,7 +591,8 @@ class Acquisition:
     ``n_files`` and ``n_bytes`` over all files; ``n_patients`` distinct patients or subjects;
     ``seconds``: wall time of the fetch (None for phantoms); ``records`` and ``root``: the
     phantoms' records (:func:`reprolib.phantom_dataset.make_synthetic_dataset`) and their folder;
-    ``manifests``: the profile's manifests (empty for phantoms)."""
+    ``manifests``: the profile's manifests (empty for phantoms); ``noun``: what ``n_files``
+    counts (a full archive's items are indexed and counted, not hashed)."""
 
     table: Any
     n_files: int
@@ -601,6 +602,7 @@ class Acquisition:
     records: list[dict] = field(default_factory=list)
     root: Path | None = None
     manifests: list[Manifest] = field(default_factory=list)
+    noun: str = "verified file"  # what ``n_files`` counts
 
 
 def acquire(profile: str, work_dir: str | Path, data_dir: str | Path | None = None, seed: int = 0) -> Acquisition:

@@ -133,7 +133,7 @@ DATASETS: dict[str, dict] = {
                   "Age, sex and view of every image in metadata.csv (joined on filename)."],
         "paper": {"url": "https://github.com/ieee8023/covid-chestxray-dataset",
                   "content": "161 COVID-19 images in the paper",
-                  "instructions": "Clone the repository; select by metadata.csv licence and view."},
+                  "instructions": "Clone the repository (no login): `git clone https://github.com/ieee8023/covid-chestxray-dataset $REPRO_DATA_DIR/github.com/ieee8023/covid-chestxray-dataset`."},
     },
 }
 
@@ -147,8 +147,8 @@ PAPER_ONLY: dict[str, dict] = {
         "modality": "ct",
         "notes": ["The 10 Radiopaedia cases are intensity-normalised, not HU."],
         "paper": {"url": "https://zenodo.org/records/3757476",
-                  "instructions": "Download the four zip files (no login) into "
-                                  "$REPRO_DATA_DIR/zenodo.org/records/3757476/."},
+                  "instructions": "Download the four zip files (no login) and unzip each into a folder of its "
+                                  "own name under $REPRO_DATA_DIR/zenodo.org/records/3757476/."},
     },
     "kermany": {
         "title": "Kermany paediatric chest X-rays, full resolution (Mendeley v2)",

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import cohort, data, dicom, hits, io, localize, modelfile, models, preprocess
+from . import cohort, data, dicom, hits, inputs, io, localize, modelfile, models, preprocess
 from .errors import ConfigError
 
 #: (CAM method, tile size of the 3DCC response): the linearised head of the paper and Grad-CAM,
@@ -70,7 +70,7 @@ def load_fold_models(work: str | Path, items: Sequence[tuple[Any, int, str]],
 def covid_ct_md_slice_labels(profile: str, data_dir: str | Path | None, index: pd.DataFrame) -> dict[str, np.ndarray]:
     """Per-scanner-slice infection labels (reader order) of every COVID-19 volume of COVID-CT-MD
     in ``index``, keyed by case id; ``{}`` when the profile has no COVID-CT-MD."""
-    labels = {Path(p).name: p for p in data.fetch_role(profile, "covid-ct-md", "ct_labels", data_dir)}
+    labels = {Path(p).name: p for p in inputs.role_files(profile, "covid-ct-md", "ct_labels", data_dir)}
     if not labels:
         return {}
     out = {}
@@ -131,7 +131,7 @@ def lesion_masks(profile: str, data_dir: str | Path | None, work: str | Path) ->
     if profile == "synthetic":
         recs = [r for r in data.ct_cases(profile, data_dir, work).itertuples() if r.target == 1]
         return [(r.case_id, io.read_nifti(r.lesion_mask).hu > 0) for r in recs]
-    paths = data.fetch_role(profile, "mosmeddata", "lesion_mask", data_dir)
+    paths = inputs.role_files(profile, "mosmeddata", "lesion_mask", data_dir)
     return [(Path(p).name, io.read_nifti(p, is_hu=False).hu > 0) for p in paths]
 
 

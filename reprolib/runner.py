@@ -133,10 +133,13 @@ def declared_inputs(source: Path, profile: str = "sample") -> dict[str, str]:
 def manifests_hash(profile: str) -> str:
     """The profile's data manifests as one cache-key part (``"unavailable"`` when one is
     broken: notebook 01 then reports it with a clear error)."""
-    from . import data
+    from . import data, full_data
 
     try:
-        return json.dumps(data.manifest_hashes(profile), sort_keys=True)
+        parts = data.manifest_hashes(profile)
+        if full_data.needs_full_data(profile):  # the unpacked archives as found: a new download reruns
+            parts["archives"] = full_data.archives_digest(profile)
+        return json.dumps(parts, sort_keys=True)
     except Exception:
         return "unavailable"
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from reprolib import adapters, full_data
-from reprolib.adapters import cohen, covid_ct_md, kermany, radiography
+from reprolib.adapters import cc_ccii, cohen, covid_19_ct_seg, covid_ct_md, kermany, mosmeddata, radiography
 from reprolib.errors import InputError
 
 
@@ -48,7 +48,7 @@ def test_kermany_reads_labels_patients_and_counts(tmp_path, monkeypatch):
 
 def test_adapters_refuse_another_layout_naming_the_folder(tmp_path):
     _image(tmp_path / "NORMAL" / "IM-0115-0001.jpeg")  # class folders without chest_xray/<split>/
-    for mod in (kermany, cohen, radiography, covid_ct_md):
+    for mod in (kermany, cohen, radiography, covid_ct_md, mosmeddata, cc_ccii, covid_19_ct_seg):
         with pytest.raises(InputError, match="layout: expected") as err:
             mod.index(tmp_path)
         assert str(tmp_path) in str(err.value)
@@ -130,11 +130,11 @@ def test_full_data_counts_a_complete_archive_as_found(tmp_path, monkeypatch):
     assert by_ds["ieee8023-covid-chestxray"].startswith("partial ieee8023-covid-chestxray: partial: 6 of 7")
     assert by_ds["covid-19-radiography-database"].startswith("missing covid-19-radiography-database: not found under "
                                                             "$REPRO_DATA_DIR/kaggle/covid19-radiography-database")
-    assert by_ds["mosmeddata"].startswith("missing mosmeddata: no adapter")
+    assert by_ds["mosmeddata"].startswith("missing mosmeddata: not found under $REPRO_DATA_DIR/mosmed.ai")
     assert "kermany" not in {g.dataset for g in full_data.missing("paper", tmp_path)}
     assert str(tmp_path) not in "\n".join(lines)  # locations as $REPRO_DATA_DIR/..., never this machine's path
-    assert set(adapters.ADAPTERS) == {"covid-ct-md", "kermany", "ieee8023-covid-chestxray",
-                                "covid-19-radiography-database"}
+    assert set(adapters.ADAPTERS) == {"covid-ct-md", "mosmeddata", "cc-ccii", "covid-19-ct-seg", "kermany",
+                                      "ieee8023-covid-chestxray", "covid-19-radiography-database"}
 
 
 def test_covid_ct_md_one_case_per_subject_folder(tmp_path, monkeypatch):
@@ -156,3 +156,68 @@ def test_covid_ct_md_one_case_per_subject_folder(tmp_path, monkeypatch):
     assert covid_ct_md.index(tmp_path).status == "found"
     with pytest.raises(InputError, match="COVID-CT-MD layout"):
         covid_ct_md.index(tmp_path / "COVID-19 subjects")
+
+
+def _nifti(path: Path, shape=(4, 6, 5)) -> None:
+    """A small NIfTI volume (content irrelevant to the adapters: they index, never read)."""
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.zeros(shape, np.int16), np.eye(4)), str(path))
+
+
+def test_mosmeddata_reads_categories_and_masks(tmp_path, monkeypatch):
+    base = tmp_path / "COVID19_1110"
+    for cat, study in (("CT-0", 1), ("CT-0", 2), ("CT-1", 255), ("CT-1", 256), ("CT-3", 1101)):
+        _nifti(base / "studies" / cat / f"study_{study:04d}.nii.gz")
+    (base / "studies" / "CT-1" / "notes.txt").write_text("x")  # not a study
+    _nifti(base / "masks" / "study_0255_mask.nii.gz")
+    (base / "dataset_registry.xlsx").write_bytes(b"")
+    inv = mosmeddata.index(tmp_path)
+    got = {r["group"]: (r["label"], r["target"], r["severity"], r["kind"]) for r in inv.records}
+    assert got == {"study_0001": ("normal", 0, "CT-0", "nifti"), "study_0002": ("normal", 0, "CT-0", "nifti"),
+                   "study_0255": ("covid19", 1, "CT-1", "nifti"), "study_0256": ("covid19", 1, "CT-1", "nifti"),
+                   "study_1101": ("covid19", 1, "CT-3", "nifti")}
+    assert inv.counts == {"CT-0": 2, "CT-1": 2, "CT-2": 0, "CT-3": 1, "CT-4": 0, "masks": 1}
+    assert sum(inv.expected.values()) == 1110 + 50 and inv.status == "partial"
+    assert [p.name for p in mosmeddata.role_files(tmp_path, "lesion_mask")] == ["study_0255_mask.nii.gz"]
+    assert mosmeddata.role_files(tmp_path, "metadata") == []
+    monkeypatch.setattr(mosmeddata, "EXPECTED", dict(inv.counts))
+    assert mosmeddata.index(tmp_path).status == "found"
+
+
+def test_cc_ccii_one_case_per_scan_folder_grouped_by_patient(tmp_path):
+    for klass, patient, scan, n in (("NCP", "1", "1001", 3), ("NCP", "1", "1002", 2), ("CP", "7", "3001", 2),
+                                    ("Normal", "9", "4001", 1), ("Normal", "9", "4002", 0)):
+        d = tmp_path / klass / patient / scan
+        d.mkdir(parents=True)
+        for z in range(n):
+            _image(d / f"{z:04d}.png", "PNG")
+    inv = cc_ccii.index(tmp_path)
+    got = {r["case_id"]: (r["label"], r["target"], r["group"], r["kind"], r["n_files"]) for r in inv.records}
+    assert got == {"cc-ccii:NCP-1-1001": ("covid19", 1, "NCP-1", "png", 3),
+                   "cc-ccii:NCP-1-1002": ("covid19", 1, "NCP-1", "png", 2),
+                   "cc-ccii:CP-7-3001": ("common_pneumonia", 0, "CP-7", "png", 2),
+                   "cc-ccii:Normal-9-4001": ("normal", 0, "Normal-9", "png", 1)}
+    assert inv.counts == {"NCP": 2, "CP": 1, "Normal": 1} and sum(inv.expected.values()) == 3842
+    assert inv.notes[0] == "1 scan folders without slice images (first: Normal/9/4002)"
+
+
+def test_covid_19_ct_seg_pairs_each_ct_with_its_masks(tmp_path):
+    cts = ["coronacases_org_001", "coronacases_org_002", "radiopaedia_org_covid-19-pneumonia-4_85506_1-dcm"]
+    for stem in cts:
+        _nifti(tmp_path / "COVID-19-CT-Seg_20cases" / f"{stem}.nii.gz")
+    for folder in ("Lung_Mask", "Infection_Mask"):
+        for stem in ("coronacases_001", "radiopaedia_4_85506_1"):
+            _nifti(tmp_path / folder / f"{stem}.nii.gz")
+    inv = covid_19_ct_seg.index(tmp_path)
+    by = {r["group"]: r for r in inv.records}
+    assert sorted(by) == ["coronacases_001", "coronacases_002", "radiopaedia_4_85506_1"]
+    assert all(r["label"] == "covid19" and r["target"] == 1 and r["kind"] == "nifti" for r in inv.records)
+    assert by["coronacases_001"]["lesion_mask"].endswith("Infection_Mask/coronacases_001.nii.gz")
+    assert by["radiopaedia_4_85506_1"]["lung_mask"].endswith("Lung_Mask/radiopaedia_4_85506_1.nii.gz")
+    assert by["coronacases_002"]["lesion_mask"] == ""  # no mask written for it
+    assert (by["coronacases_001"]["hu"], by["radiopaedia_4_85506_1"]["hu"]) == (True, False)
+    assert inv.counts == {"coronacases": 2, "radiopaedia": 1}
+    assert inv.notes[0] == "1 CTs without an infection mask (first: coronacases_org_002.nii.gz)"
+    assert len(covid_19_ct_seg.role_files(tmp_path, "lesion_mask")) == 2

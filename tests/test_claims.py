@@ -78,6 +78,19 @@ def test_model_rows_phantoms_learning_and_interval():
                         "sample").verdict == "differs"
 
 
+def test_a_smoke_schedule_never_earns_a_model_or_count_verdict(monkeypatch):
+    monkeypatch.setenv("REPRO_SCHEDULE", "smoke")
+    c = claim(quoted=0.959, check="model", value="auc", ci=("lo", "hi"), n="n", learned="ok")
+    good = {"04_decovnet": {"auc": 0.95, "lo": 0.90, "hi": 0.97, "n": 12, "ok": True}}  # inside, learned
+    v = claims.judge(c, good, "paper")
+    assert v.verdict == "not learned at this n" and "smoke schedule" in v.why and "n = 12" in v.why
+    n = claim(quoted=2507, check="count", value="k")
+    v = claims.judge(n, {"04_decovnet": {"k": 8}}, "paper")
+    assert v.verdict == "not reproducible offline" and "smoke schedule" in v.why
+    monkeypatch.delenv("REPRO_SCHEDULE")
+    assert claims.judge(c, good, "paper").verdict == "consistent"
+
+
 def test_settings_counts_and_requirements():
     s = claim(quoted="224×336", check="setting", value="hw", note="CPU budget")
     assert claims.judge(s, {"04_decovnet": {"hw": "224×336"}}, "sample").verdict == "reproduced"

@@ -7,24 +7,25 @@ import pytest
 from PIL import Image
 
 from reprolib import cxr_sources as S
+from reprolib.adapters import cohen
 from reprolib.errors import ManifestError
 
 
 def test_age_groups_and_hannover_metadata():
-    assert [S.age_group(a) for a in ("45", "17", "", None, "n/a", 18)] == ["adult", "child", "-", "-", "-", "adult"]
-    assert S.is_hannover_original({"location": "Hannover Medical School, Hannover, Germany", "url": ""})
-    assert S.is_hannover_original({"location": "", "url": "https://github.com/ml-workgroup/covid-19-image-repository"})
-    assert not S.is_hannover_original({"location": "Milan, Italy", "url": "https://radiopaedia.org/x"})
+    assert [cohen.age_group(a) for a in ("45", "17", "", None, "n/a", 18)] == ["adult", "child", "-", "-", "-", "adult"]
+    assert cohen.is_hannover_original({"location": "Hannover Medical School, Hannover, Germany", "url": ""})
+    assert cohen.is_hannover_original({"location": "", "url": "https://github.com/ml-workgroup/covid-19-image-repository"})
+    assert not cohen.is_hannover_original({"location": "Milan, Italy", "url": "https://radiopaedia.org/x"})
 
 
 def test_cohen_metadata_names_the_file_on_bad_input(tmp_path):
     bad = tmp_path / "metadata.csv"
     bad.write_text("patientid,finding\n1,COVID-19\n")
     with pytest.raises(ManifestError, match="metadata.csv.*columns"):
-        S.cohen_metadata(bad)
+        cohen.cohen_metadata(bad)
     good = tmp_path / "m.csv"
     good.write_text("patientid,age,location,url,filename\n7,52,Hannover,,a.jpg\n")
-    assert S.cohen_metadata(good)["a.jpg"]["age"] == "52"
+    assert cohen.cohen_metadata(good)["a.jpg"]["age"] == "52"
 
 
 def _chest(seed: int, h: int, w: int) -> np.ndarray:

@@ -7,19 +7,54 @@ Each row of ``metadata.csv`` names one file (``folder``/``filename``) with ``pat
 (``modality`` X-ray, folder ``images``) become records: COVID-19 findings ``covid19``,
 ``No Finding`` ``healthy``, other pneumonias ``pneumonia`` (bacterial / viral where the finding
 says); other findings (tuberculosis, ...) are counted as skipped. Images from the Hannover
-Medical School (:func:`reprolib.cxr_sources.is_hannover_original`) keep their rows: the caller
+Medical School (:func:`is_hannover_original`) keep their rows: the caller
 decides, as for the sample, to keep them out of development.
 """
 from __future__ import annotations
 
+import csv
 from pathlib import Path
+from typing import Any
 
 from ..cxr import CXRRecord
-from ..cxr_sources import age_group, cohen_metadata
-from ..errors import InputError
+from ..errors import InputError, ManifestError
 from .inventory import Inventory
 
+#: Adults from this age (years); Kermany's children are one to five.
+ADULT_AGE = 18
+
+
+def age_group(age: Any) -> str:
+    """``"adult"`` (≥ :data:`ADULT_AGE` years), ``"child"`` or ``"-"`` (unknown)."""
+    try:
+        years = float(age)
+    except (TypeError, ValueError):
+        return "-"
+    return "adult" if years >= ADULT_AGE else "child"
+
+
+def cohen_metadata(path: str | Path) -> dict[str, dict[str, str]]:
+    """The Cohen collection's ``metadata.csv`` as ``{filename: row}``; :class:`ManifestError`
+    naming the file when it lacks the columns used here."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ManifestError(path, f"unreadable Cohen metadata ({exc})") from None
+    need = {"filename", "patientid", "age", "location", "url"}
+    if not rows or not need <= set(rows[0]):
+        raise ManifestError(path, f"expected the columns {sorted(need)} of the Cohen metadata.csv")
+    return {r["filename"]: r for r in rows}
+
+
+def is_hannover_original(row: dict[str, str]) -> bool:
+    """A Cohen row whose ``location`` names Hannover or whose ``url`` is the Hannover repository."""
+    return "hannover" in row.get("location", "").lower() or "ml-workgroup" in row.get("url", "").lower()
+
+
 DATASET = "ieee8023-covid-chestxray"
+MODALITY = "cxr"
 SUBDIR = "github.com/ieee8023/covid-chestxray-dataset"
 LAYOUT = "metadata.csv and images/ (a clone of github.com/ieee8023/covid-chestxray-dataset)"
 EXPECTED_SOURCE = "the clone's own metadata.csv (every X-ray row with its file)"
@@ -58,3 +93,9 @@ def index(root: str | Path) -> Inventory:
     found = len(records) + skipped
     return Inventory(DATASET, root, records, {"X-ray images": found}, {"X-ray images": len(xrays)}, EXPECTED_SOURCE,
                      skipped=skipped, notes=[f"{skipped} images with findings outside the four classes"] if skipped else [])
+
+
+def role_files(root: str | Path, role: str) -> list[Path]:
+    """``metadata``: the clone's ``metadata.csv``; ``[]`` for other roles."""
+    path = Path(root) / "metadata.csv"
+    return [path] if role == "metadata" and path.is_file() else []

@@ -16,12 +16,15 @@ from ..errors import InputError
 from .inventory import Inventory
 
 DATASET = "covid-ct-md"
+MODALITY = "ct"
 SUBDIR = "figshare.com/COVID-CT-MD"
 LAYOUT = "{COVID-19 subjects,Cap subjects,Normal subjects}/<subject>/*.dcm"
 #: Patients per class, from the publisher's README and data descriptor.
 EXPECTED = {"COVID-19 subjects": 169, "Cap subjects": 60, "Normal subjects": 76}
 EXPECTED_SOURCE = "the publisher's README (169 COVID-19, 60 CAP, 76 normal patients)"
 _LABELS = {"COVID-19 subjects": "covid19", "Cap subjects": "cap", "Normal subjects": "normal"}
+#: The slice-level infection labels and their index, at the archive's top as in the publisher's repository.
+LABEL_FILES = ("Index.csv", "Slice-level-labels-updated-1.npy")
 
 
 def index(root: str | Path) -> Inventory:
@@ -49,3 +52,9 @@ def index(root: str | Path) -> Inventory:
                             "path": str(subject), "kind": "dicom", "n_files": n})
     notes = [f"{len(empty)} subject folders without DICOM files (first: {empty[0]})"] if empty else []
     return Inventory(DATASET, root, records, counts, dict(EXPECTED), EXPECTED_SOURCE, notes=notes)
+
+
+def role_files(root: str | Path, role: str) -> list[Path]:
+    """``ct_labels``: :data:`LABEL_FILES` when both are at ``root``; ``[]`` otherwise."""
+    files = [Path(root) / n for n in LABEL_FILES]
+    return files if role == "ct_labels" and all(f.is_file() for f in files) else []

@@ -17,6 +17,7 @@ from ..errors import InputError
 from .inventory import Inventory
 
 DATASET = "kermany"
+MODALITY = "cxr"
 SUBDIR = "mendeley"
 LAYOUT = "chest_xray/{train,test}/{NORMAL,PNEUMONIA}/*.jpeg (the unpacked ChestXRay2017.zip)"
 #: Images per split and class in Mendeley v2 (5,856 in all; the Kaggle copy moves 16 of the

@@ -17,6 +17,7 @@ from ..errors import InputError
 from .inventory import Inventory
 
 DATASET = "covid-19-radiography-database"
+MODALITY = "cxr"
 SUBDIR = "kaggle/covid19-radiography-database"
 LAYOUT = ("COVID-19_Radiography_Dataset/{COVID,Normal,Lung_Opacity,Viral Pneumonia}/images/*.png "
           "(the unpacked Kaggle download, version 4 or later)")

@@ -69,6 +69,20 @@ def manifest_examples(manifests: Iterable["Manifest"], data_dir: str | Path | No
     return images, [f"{p.dataset}\n{p.label}" for p in picks]
 
 
+def record_examples(records: Sequence, per_class: int = 2) -> tuple[list[np.ndarray], list[str]]:
+    """Example images of chest X-ray records (:class:`reprolib.cxr.CXRRecord`, e.g. a full
+    archive's, :func:`reprolib.full_data.records`): the first ``per_class`` of every (source,
+    label) in record order, as 8-bit grey. Returns ``(images, titles)``; a title reads
+    ``"<source>\\n<label>"``."""
+    picks: dict[tuple[str, str], list] = {}
+    for r in records:
+        got = picks.setdefault((r.source, r.label), [])
+        if len(got) < per_class:
+            got.append(r)
+    chosen = [r for key in sorted(picks) for r in picks[key]]
+    return [load_gray(r.path) for r in chosen], [f"{r.source}\n{r.label}" for r in chosen]
+
+
 # --------------------------------------------------------------------------- chapter 02
 def example_case(table: pd.DataFrame) -> pd.Series:
     """The volume chapter 02 follows through the pipeline: the first COVID-19 volume with
