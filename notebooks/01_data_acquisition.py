@@ -37,7 +37,7 @@ from reprolib.figures import preprocessing as figs
 
 provenance.seed_everything(seed)
 nb = book.Notebook("01_data_acquisition", profile, results_dir)
-nb.banner()
+nb.banner(datasets=False)  # a paper build's datasets: the table below, written by this chapter
 work = Path(work_dir or config.work_dir(profile))
 work.mkdir(parents=True, exist_ok=True)
 

@@ -68,10 +68,10 @@ def _datasets_line(profile: str) -> str:
     return " Datasets of this build (items used, found, documented): " + "; ".join(parts) + "."
 
 
-def banner_markdown(profile: str) -> str:
+def banner_markdown(profile: str, datasets: bool = True) -> str:
     """The profile banner as a MyST admonition (rendered on every page built from ``profile``):
     under a named schedule (``$REPRO_SCHEDULE``) a warning that names it; for a full-data profile
-    the datasets and counts this build used."""
+    (and ``datasets``) the datasets and counts this build used."""
     kind, title, text = BANNERS[config.check_profile(profile)]
     sched = config.schedule()
     if sched:
@@ -79,7 +79,7 @@ def banner_markdown(profile: str) -> str:
         text = (f"This page ran the {profile} profile's code path under its `{sched}` schedule: tiny epochs and "
                 "subsets of whatever archives were found (in CI, miniature archives of phantoms). It tests the "
                 "code; its numbers are not results.")
-    text += _datasets_line(profile)
+    text += _datasets_line(profile) if datasets else ""
     return f":::{{admonition}} {title}\n:class: {kind}\n{text}\n:::\n"
 
 
@@ -170,11 +170,12 @@ class Notebook:
         self.path.unlink(missing_ok=True)
 
     # -- publishing ---------------------------------------------------------
-    def banner(self) -> None:
-        """Display the profile banner as a Markdown admonition."""
+    def banner(self, datasets: bool = True) -> None:
+        """Display the profile banner as a Markdown admonition (``datasets=False``: without the
+        datasets line, for the chapter that writes it)."""
         from IPython.display import Markdown, display
 
-        display(Markdown(banner_markdown(self.profile)))
+        display(Markdown(banner_markdown(self.profile, datasets)))
 
     def record(self, key: str, value: Any, timing: bool = False) -> None:
         """Record ``value`` in the results JSON without displaying it.

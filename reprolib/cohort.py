@@ -42,6 +42,13 @@ def describe_volume(vol) -> dict[str, Any]:
             "MB": round(hu.nbytes / 1e6, 1)}
 
 
+def _read_kwargs(case: Any) -> dict[str, Any]:
+    """Reader options a case row carries: ``is_hu=False`` where its adapter says the volume is
+    not in Hounsfield units (column ``hu`` False, e.g. COVID-19-CT-Seg's Radiopaedia cases)."""
+    hu = getattr(case, "hu", None)
+    return {"is_hu": False} if isinstance(hu, (bool, np.bool_)) and not hu else {}
+
+
 def preprocess_cohort(cases: pd.DataFrame, cache_dir: str | Path, params: dict[str, Any] | None = None,
                       index_path: str | Path | None = None, progress: bool = True,
                       remeasure_largest: bool = True) -> pd.DataFrame:
@@ -72,7 +79,7 @@ def preprocess_cohort(cases: pd.DataFrame, cache_dir: str | Path, params: dict[s
     for case in tqdm(list(cases.itertuples(index=False)), desc="preprocess", disable=not progress):
         with MemoryTrace() as whole:
             t0 = time.perf_counter()
-            vol = io.read_ct(case.path)
+            vol = io.read_ct(case.path, **_read_kwargs(case))
             res, key = preprocess_cache.cached_preprocess(vol, cache_dir, params, measure_memory=True)
             seconds = time.perf_counter() - t0
         t_out = int(res["ct_u8"].shape[0])

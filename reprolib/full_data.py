@@ -21,6 +21,7 @@ accepts archives below their documented counts, such as the miniature archives o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from . import adapters, config, data
@@ -62,11 +63,27 @@ def inventory(dataset: str, data_dir: str | Path | None = None) -> "adapters.Inv
     mod = adapters.adapter(dataset)
     if mod is None:
         return None
-    root = Path(data_dir) if data_dir else config.data_dir()
+    folder = (Path(data_dir) if data_dir else config.data_dir()) / mod.SUBDIR
     try:
-        return mod.index(root / mod.SUBDIR)
+        return _index(dataset, folder, _signature(folder))
     except InputError as exc:
         return f"not found under $REPRO_DATA_DIR/{mod.SUBDIR} ({exc.problem})"
+
+
+def _signature(folder: Path) -> tuple:
+    """Modification times of ``folder`` and of the folders in it: an archive unpacked or removed
+    there changes it, so :func:`_index` indexes again."""
+    if not folder.is_dir():
+        return ()
+    return (folder.stat().st_mtime_ns,) + tuple(sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()
+                                                       if p.is_dir()))
+
+
+@lru_cache(maxsize=32)
+def _index(dataset: str, folder: Path, signature: tuple) -> "adapters.Inventory":
+    """The adapter's index of ``folder``, once per process and archive state (``signature``):
+    the state checks, the banner table and the records all read the same index."""
+    return adapters.adapter(dataset).index(folder)
 
 
 def _check(m: "data.Manifest", profile: str, data_dir: str | Path | None) -> tuple[str, str]:
@@ -204,8 +221,8 @@ def _bytes(path: Path) -> int:
 def acquire(profile: str, work_dir: str | Path, data_dir: str | Path | None = None) -> "data.Acquisition":
     """Notebook 01's data step of a full-data profile: the datasets complete in their manifest
     fetched and verified (:func:`reprolib.data.fetch`), every other dataset indexed by its adapter
-    (after :func:`refuse_if_incomplete`). ``table``: :func:`datasets_used` with each dataset's
-    state; ``records``: the chest X-ray records used. The table is also saved as
+    (after :func:`refuse_if_incomplete`). ``table``: :func:`datasets_used`; ``records``: the
+    chest X-ray records used. The table is also saved as
     ``<work_dir>/datasets_used.json``, which every page's banner names (:func:`reprolib.book.banner_markdown`)."""
     import json
     import time

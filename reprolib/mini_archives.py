@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io as _io
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,9 @@ def covid_19_ct_seg_archive(root: Path, per_class: int, seed: int) -> int:
     stems.append("radiopaedia_org_covid-19-pneumonia-4_85506_1-dcm")
     for i, stem in enumerate(stems):
         ph = _ct(seed + 400 + i, "covid")
-        write_nifti(ph, root / covid_19_ct_seg.CT_DIR / f"{stem}.nii.gz")
+        # the Radiopaedia volumes come intensity-normalised (0-255), not in HU
+        shown = ph if stem.startswith("coronacases") else replace(ph, hu=_window_u8(ph.hu).astype(np.int16))
+        write_nifti(shown, root / covid_19_ct_seg.CT_DIR / f"{stem}.nii.gz")
         out = covid_19_ct_seg.mask_stem(stem) + ".nii.gz"
         write_nifti_mask(ph.lung_mask, ph.spacing_mm, root / covid_19_ct_seg.LUNG_DIR / out)
         write_nifti_mask(ph.lesion_mask, ph.spacing_mm, root / covid_19_ct_seg.INFECTION_DIR / out)

@@ -37,3 +37,9 @@ def test_cohort_records_step_peaks_and_remeasures_largest(tmp_path):
     stored = cohort.load_index(tmp_path / "index.json").memory_steps[0]  # JSON index (10 digits)
     assert [(d["step"], d["peak_bytes"]) for d in stored] == [(d["step"], d["peak_bytes"])
                                                               for d in first.memory_steps[0]]
+
+
+def test_a_case_its_adapter_marks_not_hu_is_read_as_not_hu():
+    frame = pd.DataFrame([{"case_id": "a", "hu": True}, {"case_id": "b", "hu": False}, {"case_id": "c"}])
+    assert [cohort._read_kwargs(c) for c in frame.itertuples(index=False)] == [{}, {"is_hu": False}, {}]
+    assert cohort._read_kwargs(pd.DataFrame([{"case_id": "d"}]).itertuples(index=False).__next__()) == {}

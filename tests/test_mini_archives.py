@@ -99,6 +99,7 @@ def test_banner_names_the_schedule_and_the_datasets(isolated, monkeypatch):
     text = book.banner_markdown("paper")
     assert ":class: warning" in text and "paper profile, smoke schedule" in text and "not results" in text
     assert "kermany 8 of 12 found (5,856 documented)" in text
+    assert "kermany" not in book.banner_markdown("paper", datasets=False)  # chapter 01 shows its own table
     monkeypatch.delenv("REPRO_SCHEDULE")
     assert "kermany" not in book.banner_markdown("paper")  # the full run has not written its own list
 
