@@ -307,7 +307,7 @@ def _cmd_data(args) -> int:
         written = mini_archives.write(args.dir, per_class=args.per_class)
         print(f"miniature archives in {args.dir}: " + ", ".join(f"{k} {v}" for k, v in written.items()))
         return 0
-    if args.data_command == "fetch" and full_data_profile(args.profile):
+    if args.data_command == "fetch" and _full_data(args.profile):
         from . import full_data
 
         full_data.fetch(args.profile, args.data_dir, args.mirror, download=not args.no_download, dry_run=args.dry_run)
@@ -327,7 +327,7 @@ def _cmd_data(args) -> int:
     if args.data_command == "verify":
         from . import full_data
 
-        if full_data_profile(args.profile):  # the full distributions, not the sample's file lists
+        if _full_data(args.profile):  # the full distributions, not the sample's file lists
             lines = full_data.report(args.profile, args.data_dir)
             print("\n".join(lines))
             return 0 if all(line.startswith("found") for line in lines) else 1
@@ -348,7 +348,7 @@ def _cmd_data(args) -> int:
     raise AssertionError(args.data_command)
 
 
-def full_data_profile(profile: str) -> bool:
+def _full_data(profile: str) -> bool:
     """Whether ``profile`` reads the full public archives (its ``data: full``)."""
     from . import full_data
 

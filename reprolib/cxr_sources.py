@@ -12,6 +12,10 @@ sources into development, external and same-source held-out images.
 * **Hannover** (``hannover-mhh``): every patient of the repository, COVID-19 only — the external
   set; it measures sensitivity, not specificity.
 * **not certain**: CC-CCII CT slices and slices rendered from the profile's CT volumes.
+
+The ``paper`` profile reads the full archives instead (:func:`full_sources`): Kermany's train and
+test splits, the whole ieee8023 collection, and the COVID-19 Radiography Database as the external
+set, as the seed paper did.
 """
 from __future__ import annotations
 

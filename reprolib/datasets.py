@@ -25,7 +25,8 @@ DATASETS: dict[str, dict] = {
         "paper": {"url": "https://figshare.com/collections/COVID-CT-MD/5129081",
                   "content": "169 COVID-19 / 60 CAP / 76 normal patients",
                   "instructions": "Download the figshare collection (no login) and unpack it under "
-                                  "$REPRO_DATA_DIR/figshare.com/COVID-CT-MD/."},
+                                  "$REPRO_DATA_DIR/figshare.com/COVID-CT-MD/.",
+                  "layout_note": "Not confirmed offline: the folder names inside the figshare zips. The adapter expects the class folders of the publisher's sample data ({COVID-19 subjects,Cap subjects,Normal subjects}/<subject>/*.dcm) and names them in its error."},
     },
     "lung-pet-ct-dx": {
         "title": "Lung-PET-CT-Dx, patient A0002 (one CT series and its tumour boxes)",
@@ -57,7 +58,8 @@ DATASETS: dict[str, dict] = {
         "paper": {"url": "http://ncov-ai.big.ac.cn/download",
                   "content": "1,449 NCP / 1,347 CP / 1,046 normal scans",
                   "instructions": "Download the zip parts from the China National Center for Bioinformation "
-                                  "page (no login) and unpack under $REPRO_DATA_DIR/ncov-ai.big.ac.cn/."},
+                                  "page (no login) and unpack under $REPRO_DATA_DIR/ncov-ai.big.ac.cn/.",
+                  "layout_note": 'Not confirmed offline: the folder names inside the zip parts. The adapter expects {NCP,CP,Normal}/<patient_id>/<scan_id>/<slice images> and names it in its error.'},
     },
     "mosmeddata": {
         "title": "MosMedData: lesion masks of 50 CT-1 studies",
@@ -74,7 +76,8 @@ DATASETS: dict[str, dict] = {
         "paper": {"url": "https://mosmed.ai/datasets/covid19_1110",
                   "content": "1,110 studies: CT-0 254 / CT-1 684 / CT-2 125 / CT-3 45 / CT-4 2",
                   "instructions": "Download the archive from mosmed.ai (registration form) and unpack "
-                                  "under $REPRO_DATA_DIR/mosmed.ai/."},
+                                  "under $REPRO_DATA_DIR/mosmed.ai/.",
+                  "layout_note": "Not confirmed offline from the publisher's README: the layout COVID19_1110/studies/CT-<k>/study_<nnnn>.nii.gz and COVID19_1110/masks/ comes from published code that reads the archive. The adapter names it in its error."},
     },
     "decovnet-release": {
         "title": "DeCoVNet released per-volume test probabilities (20200212-auc95p9.txt)",
@@ -148,7 +151,8 @@ PAPER_ONLY: dict[str, dict] = {
         "notes": ["The 10 Radiopaedia cases are intensity-normalised, not HU."],
         "paper": {"url": "https://zenodo.org/records/3757476",
                   "instructions": "Download the four zip files (no login) and unzip each into a folder of its "
-                                  "own name under $REPRO_DATA_DIR/zenodo.org/records/3757476/."},
+                                  "own name under $REPRO_DATA_DIR/zenodo.org/records/3757476/.",
+                  "layout_note": 'Not confirmed offline: the folder names inside the four zips. The adapter expects each zip unpacked into a folder of its own name and names that layout in its error.'},
     },
     "kermany": {
         "title": "Kermany paediatric chest X-rays, full resolution (Mendeley v2)",

@@ -283,7 +283,8 @@ def fetch_plan(profile: str, data_dir: str | Path | None = None) -> list[Step]:
             mod = adapters.adapter(m.dataset)
             where = f" It must then read as $REPRO_DATA_DIR/{mod.SUBDIR}/{mod.LAYOUT}." if mod else ""
             login = " (needs an account)" if m.paper.get("login_required") else ""
-            steps.append(Step(m.dataset, state, "manual", None, f"{_how(m)}{login}{where} Now: {found}."))
+            note = f" ({m.paper['layout_note']})" if m.paper.get("layout_note") else ""
+            steps.append(Step(m.dataset, state, "manual", None, f"{_how(m)}{login}{where}{note} Now: {found}."))
     return steps
 
 

@@ -113,6 +113,8 @@ def test_data_fetch_dry_run_lists_steps_and_fetches_nothing(isolated, capsys):
     kaggle = next(line for line in out if " covid-19-radiography-database:" in line)
     assert "kaggle datasets download" in kaggle and "(needs an account)" in kaggle
     assert "It must then read as $REPRO_DATA_DIR/mendeley/chest_xray/" in next(x for x in out if " kermany:" in x)
+    for name in ("covid-ct-md", "cc-ccii", "mosmeddata", "covid-19-ct-seg"):  # layouts the manifest flags
+        assert "(Not confirmed offline" in next(x for x in out if f" {name}:" in x)
     assert out[-1].startswith("to download: ") and out[-1].endswith("(dry run: nothing fetched)")
     assert not any(isolated["data"].rglob("*.*"))
 

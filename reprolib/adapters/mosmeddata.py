@@ -1,10 +1,12 @@
 """MosMedData (Morozov et al. 2020, arXiv:2005.06465), COVID19_1110: 1,110 chest CT studies as
 NIfTI, by severity category, with expert lesion masks for 50 studies of CT-1.
 
-Layout of the unpacked archive, as the dataset's README (``README_EN``) describes it:
-``COVID19_1110/studies/CT-<k>/study_<nnnn>.nii.gz`` for the categories CT-0 (no COVID-19 findings)
-to CT-4 (over 75 % of the lung affected), and ``COVID19_1110/masks/study_<nnnn>_mask.nii.gz``.
-Every study is its own patient (the registry gives no patient identifier beyond the study).
+Layout of the unpacked archive: ``COVID19_1110/studies/CT-<k>/study_<nnnn>.nii.gz`` for the
+categories CT-0 (no COVID-19 findings) to CT-4 (over 75 % of the lung affected), and
+``COVID19_1110/masks/study_<nnnn>_mask.nii.gz``. This is the layout published code that reads the
+archive uses; the publisher's README could not be read offline, so the manifest says so and an
+archive that unpacks differently is refused naming this layout. Every study is its own group
+(no patient identifier beyond the study).
 """
 from __future__ import annotations
 
