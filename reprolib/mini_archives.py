@@ -25,6 +25,7 @@ from .cxr_phantoms import cxr_phantom, write_png
 from .files import atomic_write_bytes, atomic_write_text
 from .phantom_files import write_dicom_series, write_nifti, write_nifti_mask
 from .phantoms import CTPhantom, ct_phantom
+from .preprocess import window  # [-1200, 600] HU to 8 bits, as CC-CCII's slices come
 
 #: Phantom grid (z, y, x) and spacing (mm) of the CT archives: the 120 × 180 × 180 mm half-scale
 #: chest of the synthetic profile's classifier cohort, in few voxels.
@@ -40,11 +41,6 @@ def _ct(seed: int, finding: str) -> CTPhantom:
     """A phantom CT: ``covid`` (label 1), ``non_covid`` or ``clear`` (label 0)."""
     return ct_phantom(seed, int(finding == "covid"), shape=CT_SHAPE, spacing_mm=CT_SPACING_MM,
                       finding=None if finding == "covid" else finding, finding_scale=2.0)
-
-
-def _window_u8(hu: np.ndarray) -> np.ndarray:
-    """[-1200, 600] HU to 8 bits, as CC-CCII's slices come."""
-    return np.clip((hu.astype(np.float32) + 1200.0) / 1800.0 * 255.0, 0, 255).round().astype(np.uint8)
 
 
 def _jpeg(image: np.ndarray, path: Path) -> None:
@@ -84,7 +80,7 @@ def cc_ccii_archive(root: Path, per_class: int, seed: int) -> int:
             for scan in range(1 + (p == 0)):  # the first patient of each class has two scans
                 ph = _ct(seed + 300 + 10 * k + 3 * p + scan, finding)
                 folder = root / klass / patient / str(2000 + 10 * p + scan)
-                for z, sl in enumerate(_window_u8(ph.hu)):
+                for z, sl in enumerate(window(ph.hu)):
                     write_png(sl, folder / f"{z:04d}.png")
                 n += 1
     return n
@@ -96,7 +92,7 @@ def covid_19_ct_seg_archive(root: Path, per_class: int, seed: int) -> int:
     for i, stem in enumerate(stems):
         ph = _ct(seed + 400 + i, "covid")
         # the Radiopaedia volumes come intensity-normalised (0-255), not in HU
-        shown = ph if stem.startswith("coronacases") else replace(ph, hu=_window_u8(ph.hu).astype(np.int16))
+        shown = ph if stem.startswith("coronacases") else replace(ph, hu=window(ph.hu).astype(np.int16))
         write_nifti(shown, root / covid_19_ct_seg.CT_DIR / f"{stem}.nii.gz")
         out = covid_19_ct_seg.mask_stem(stem) + ".nii.gz"
         write_nifti_mask(ph.lung_mask, ph.spacing_mm, root / covid_19_ct_seg.LUNG_DIR / out)
